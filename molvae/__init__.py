@@ -1,0 +1,39 @@
+"""molvae: molecular generation with a SELFIES GRU variational autoencoder."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .checkpoint import CheckpointError, Model
+from .config import ConfigError, ModelConfig, TrainConfig
+from .data import DataFileError
+from .train import TrainingError, train
+
+
+def load(path: str | None = None, device: str = "cpu") -> Model:
+    """Load a molvae checkpoint file or run folder.
+
+    Args:
+        path: a checkpoint written by ``molvae train`` (or its run folder). ``None`` loads the
+            bundled default model, offline.
+        device: where to put the model ("cpu", "cuda", "cuda:1", ...).
+    """
+    from . import checkpoint
+    if path is None:
+        from .pretrained import default_model_path
+        path = default_model_path()
+    return checkpoint.load(path, device=device)
+
+
+__all__ = [
+    "__version__",
+    "load",
+    "train",
+    "Model",
+    "ModelConfig",
+    "TrainConfig",
+    "CheckpointError",
+    "ConfigError",
+    "DataFileError",
+    "TrainingError",
+]

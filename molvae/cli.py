@@ -1,0 +1,154 @@
+"""The `molvae` command line: argparse subcommands over the public API.
+
+Exit codes: 0 ok, 2 bad usage or bad input (file, column, config, checkpoint), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import shlex
+import sys
+import traceback
+from dataclasses import fields
+from typing import Any
+
+from .checkpoint import CheckpointError
+from .config import ConfigError, ModelConfig, TrainConfig, from_dict, load_config_file
+
+__all__ = ["main"]
+
+log = logging.getLogger("molvae")
+
+# flags whose meaning is clearer under another name than the config field
+_FLAG_HELP = {
+    "beta": "final KL weight (per-molecule nats)",
+    "free_bits": "free bits per latent dimension (nats)",
+    "max_time": "stop after this much training time: seconds or e.g. 90m, 2h",
+    "max_len": "longest molecule in SELFIES symbols; longer ones are rejected",
+    "keep_stereo": "keep stereochemistry (true/false)",
+    "largest_fragment": "keep the largest fragment of multi-fragment inputs (true/false)",
+    "kl_schedule": "linear | cyclical | constant",
+    "num_workers": "tokenizer processes (0 = all cores)",
+}
+
+
+class UsageError(ValueError):
+    """Bad command-line usage; exit 2."""
+
+
+def parse_duration(text: str) -> float:
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smhd]?)\s*", str(text))
+    if not m:
+        raise UsageError(f"bad duration {text!r}; use seconds or e.g. 45m, 2h")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def _add_config_flags(p: argparse.ArgumentParser, cls: type, title: str) -> None:
+    group = p.add_argument_group(title)
+    for f in fields(cls):
+        if f.name == "vocab_size":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        group.add_argument(flag, dest=f"{cls.__name__}.{f.name}", default=None, metavar="X",
+                           help=_FLAG_HELP.get(f.name, f"default {f.default}"))
+
+
+def _collect(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    out = {}
+    for f in fields(cls):
+        v = getattr(args, f"{cls.__name__}.{f.name}", None)
+        if v is not None:
+            out[f.name] = parse_duration(v) if f.name == "max_time" else v
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import default_num_threads, train
+    model_d: dict[str, Any] = {}
+    train_d: dict[str, Any] = {}
+    if args.config:
+        model_d, train_d = load_config_file(args.config)
+    model_d.update(_collect(args, ModelConfig))
+    train_d.update(_collect(args, TrainConfig))
+    mc = from_dict(ModelConfig, model_d, where="model config: ")
+    tc = from_dict(TrainConfig, train_d, where="train config: ")
+    if args.resume and model_d:
+        log.warning("--resume keeps the run's model settings; model flags are ignored")
+    default_num_threads()
+    res = train(args.data, args.out, val_path=args.val, model_config=mc,
+                train_config=tc if (train_d or not args.resume) else None, seed=args.seed,
+                device=args.device, resume=args.resume, smiles_column=args.smiles_column,
+                progress=not args.quiet, command=shlex.join(["molvae", *sys.argv[1:]]))
+    m = res.last_metrics
+    log.info("stopped (%s) at step %d; best val loss %.4f; exact reconstruction %.3f; "
+             "checkpoints in %s", res.stopped_by, res.step, res.best_val_loss,
+             m.get("recon_exact", float("nan")), res.out_dir)
+    return 130 if res.stopped_by == "interrupt" else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    p = argparse.ArgumentParser(prog="molvae", description="Molecular generation with a "
+                                "SELFIES GRU variational autoencoder.")
+    p.add_argument("--version", action="version", version=f"molvae {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a VAE on a molecule file",
+                       description="Train a VAE on .smi/.csv/.sdf (optionally .gz) molecules.")
+    t.add_argument("data", help="training molecules (.smi, .csv, .tsv, .sdf; .gz ok)")
+    t.add_argument("--out", required=True, help="run folder for config, metrics, checkpoints")
+    t.add_argument("--val", default=None, help="validation file (default: a seeded split)")
+    t.add_argument("--config", default=None, help="TOML file with [model] and [train] tables")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    t.add_argument("--smiles-column", default=None, help="CSV column holding SMILES")
+    _add_config_flags(t, ModelConfig, "model")
+    _add_config_flags(t, TrainConfig, "training")
+    t.set_defaults(func=cmd_train)
+
+    from . import cli_generate
+    cli_generate.add_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed the usage error
+        return int(exc.code or 0)
+    args.quiet = getattr(args, "quiet", False)
+    level = logging.DEBUG if args.verbose else (logging.WARNING if args.quiet else logging.INFO)
+    logging.basicConfig(level=level, format="molvae: %(message)s", stream=sys.stderr)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return 2
+    from .data import DataFileError
+    from .draw import PictureError
+    from .io import OutputError
+    from .train import TrainingError
+    try:
+        return int(args.func(args) or 0)
+    except (DataFileError, ConfigError, CheckpointError, UsageError, FileNotFoundError,
+            OutputError, PictureError) as exc:
+        print(f"molvae {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingError as exc:
+        print(f"molvae {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"molvae {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # an internal error: one line, the traceback only with -v
+        if args.verbose:
+            traceback.print_exc()
+        print(f"molvae {args.command}: internal error: {type(exc).__name__}: {exc} "
+              "(run with -v for the traceback)", file=sys.stderr)
+        return 1

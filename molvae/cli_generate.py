@@ -1,0 +1,177 @@
+"""CLI subcommands over the generation API: sample, encode, interpolate."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+log = logging.getLogger("molvae")
+
+
+def _load_model(args: argparse.Namespace):
+    from . import load
+    from .train import resolve_device
+    return load(args.model, device=str(resolve_device(args.device)))
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="checkpoint or run folder (default: bundled)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _image_check(path: str | None) -> None:
+    if path and Path(path).suffix.lower() not in (".png", ".svg"):
+        from .cli import UsageError
+        raise UsageError(f"--image {path}: must end in .png or .svg")
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .cli import UsageError
+    from .generate import iter_sample
+    from .io import TableWriter
+    if args.n < 1:
+        raise UsageError(f"-n must be >= 1, got {args.n}")
+    if args.temperature < 0:
+        raise UsageError(f"--temperature must be >= 0, got {args.temperature}")
+    _image_check(args.image)
+    model = _load_model(args)
+    out = TableWriter(args.output, ["smiles", "index", "status"])
+    kept: list[str | None] = []
+    n_valid = i = 0
+    bar = tqdm(total=args.n, desc="sampling", unit="mol", file=sys.stderr,
+               disable=args.quiet or args.output is None)
+    try:
+        for part in iter_sample(model, args.n, temperature=0.0 if args.greedy else
+                                args.temperature, seed=args.seed, batch_size=args.batch_size):
+            rows = []
+            for s in part:
+                rows.append({"smiles": s, "index": i, "status": "ok" if s else "invalid"})
+                n_valid += s is not None
+                i += 1
+            out.write_rows(rows)
+            if args.image:
+                kept.extend(part)
+            bar.update(len(part))
+    finally:
+        bar.close()
+        out.close()
+    log.info("%d of %d samples valid", n_valid, args.n)
+    if args.image:
+        from .draw import molecule_grid
+        cells = molecule_grid(kept, args.image)
+        log.info("drew %d molecules to %s", cells, args.image)
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from .cli import UsageError
+    from .data import read_molecules
+    from .generate import elbo, encode, prepare_inputs
+    from .io import TableWriter
+    model = _load_model(args)
+    raw = read_molecules(args.input, args.smiles_column)
+    texts = [t if i not in raw.errors else None for i, t in enumerate(raw.texts)]
+    prep = prepare_inputs(model, texts)
+    problems = {i: (status, reason) for i, _, status, reason in prep.problems}
+    for i, reason in raw.errors.items():
+        problems[i] = ("invalid", reason)
+    z = encode(model, texts, errors="nan", sample_posterior=args.sample, seed=args.seed)
+    if problems:
+        log.warning("%d of %d inputs could not be encoded (their rows are NaN)",
+                    len(problems), len(texts))
+    out_path = args.output
+    if out_path and out_path.endswith(".npy"):
+        if args.elbo:
+            raise UsageError("--elbo needs a table output (.csv or stdout), not .npy")
+        np.save(out_path, z.numpy())
+        log.info("wrote %s (%d x %d)", out_path, *z.shape)
+        return 0
+    if out_path and not out_path.endswith(".csv"):
+        raise UsageError(f"-o {out_path}: encode writes .npy or .csv")
+    cols = ["line", "input", "status", "reason"]
+    extra = {}
+    if args.elbo:
+        extra = elbo(model, texts, n_samples=args.elbo_samples, seed=args.seed)
+        cols += ["neg_elbo", "recon", "kl"]
+    cols += [f"z{j}" for j in range(z.shape[1])]
+    writer = TableWriter(out_path, cols)
+    rows = []
+    for i, text in enumerate(raw.texts):
+        status, reason = problems.get(i, ("ok", ""))
+        row = {"line": raw.lines[i], "input": text, "status": status, "reason": reason}
+        for k in ("neg_elbo", "recon", "kl"):
+            if k in extra:
+                v = extra[k][i]
+                row[k] = "" if np.isnan(v) else f"{v:.4f}"
+        for j in range(z.shape[1]):
+            v = float(z[i, j])
+            row[f"z{j}"] = "" if np.isnan(v) else f"{v:.6g}"
+        rows.append(row)
+    writer.write_rows(rows)
+    writer.close()
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from .cli import UsageError
+    from .generate import MoleculeError, interpolate
+    from .io import TableWriter
+    _image_check(args.image)
+    model = _load_model(args)
+    try:
+        path = interpolate(model, args.start, args.end, steps=args.steps, method=args.method,
+                           temperature=args.temperature, seed=args.seed)
+    except MoleculeError as exc:
+        raise UsageError(str(exc).replace("\n", " ")) from None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    writer = TableWriter(args.output, ["smiles", "step", "t", "status"])
+    n = len(path)
+    writer.write_rows({"smiles": s, "step": i, "t": f"{i / (n - 1):.3f}",
+                       "status": "ok" if s else "invalid"} for i, s in enumerate(path))
+    writer.close()
+    if args.image:
+        from .draw import interpolation_strip
+        interpolation_strip(path, args.image)
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("sample", help="sample molecules from a model",
+                       description="Sample molecules from the model's prior.")
+    s.add_argument("-n", type=int, default=100, help="number of molecules")
+    s.add_argument("-o", "--output", default=None, help=".csv, .smi or .sdf (default: stdout)")
+    s.add_argument("--temperature", type=float, default=1.0, help="decoder temperature")
+    s.add_argument("--greedy", action="store_true", help="argmax decoding")
+    s.add_argument("--batch-size", type=int, default=1000)
+    s.add_argument("--image", default=None, help="also draw a molecule grid (.png or .svg)")
+    _add_model_args(s)
+    s.set_defaults(func=cmd_sample)
+
+    e = sub.add_parser("encode", help="encode molecules to latent vectors",
+                       description="Encode a molecule file to posterior means (or samples).")
+    e.add_argument("input", help=".smi, .csv or .sdf file (optionally .gz)")
+    e.add_argument("-o", "--output", default=None, help=".npy or .csv (default: CSV stdout)")
+    e.add_argument("--smiles-column", default=None)
+    e.add_argument("--sample", action="store_true", help="posterior samples, not means")
+    e.add_argument("--elbo", action="store_true", help="add per-molecule -ELBO columns")
+    e.add_argument("--elbo-samples", type=int, default=8)
+    _add_model_args(e)
+    e.set_defaults(func=cmd_encode)
+
+    i = sub.add_parser("interpolate", help="decode a path between two molecules")
+    i.add_argument("start", help="SMILES")
+    i.add_argument("end", help="SMILES")
+    i.add_argument("--steps", type=int, default=10)
+    i.add_argument("--method", default="slerp", choices=["slerp", "linear"])
+    i.add_argument("--temperature", type=float, default=0.0)
+    i.add_argument("-o", "--output", default=None, help=".csv, .smi or .sdf (default: stdout)")
+    i.add_argument("--image", default=None, help="also draw the strip (.png or .svg)")
+    _add_model_args(i)
+    i.set_defaults(func=cmd_interpolate)

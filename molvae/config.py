@@ -1,0 +1,192 @@
+"""Model and training configuration: frozen dataclasses, the only home of defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+__all__ = ["ConfigError", "ModelConfig", "TrainConfig", "load_config_file", "from_dict"]
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is wrong; the message says which and where."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and the chemistry settings that are stored with the model."""
+
+    vocab_size: int = 0  # set from the vocabulary when the model is built
+    embed_dim: int = 64
+    enc_hidden: int = 256
+    enc_layers: int = 1
+    dec_hidden: int = 512
+    dec_layers: int = 1
+    latent_dim: int = 64
+    dropout: float = 0.0
+    max_len: int = 100  # SELFIES symbols, [eos] excluded; longer molecules are rejected
+    keep_stereo: bool = True
+    largest_fragment: bool = True
+
+    def validate(self) -> None:
+        for name in ("embed_dim", "enc_hidden", "enc_layers", "dec_hidden", "dec_layers",
+                     "latent_dim", "max_len"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, schedules and bookkeeping of one training run."""
+
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    epochs: int = 10
+    max_steps: int | None = None
+    max_time: float | None = None  # seconds of training wall time
+    # KL: loss = recon + beta(step) * sum_d max(KL_d, free_bits), per molecule (nats)
+    beta: float = 0.1
+    kl_schedule: str = "linear"  # linear | cyclical | constant
+    kl_warmup_steps: int = 5000
+    kl_cycle_steps: int = 10000
+    free_bits: float = 0.0
+    # fraction of batches decoded free-running with straight-through Gumbel-Softmax
+    gumbel_frac_start: float = 0.0
+    gumbel_frac_end: float = 0.0
+    gumbel_warmup_steps: int = 10000
+    tau_start: float = 1.0
+    tau_end: float = 0.3
+    tau_anneal_steps: int = 20000
+    val_every: int = 1000
+    val_fraction: float = 0.01
+    val_max: int = 20000  # cap on the validation split drawn from the training file
+    val_recon_size: int = 1000
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    nonfinite_patience: int = 5
+    bucket_batches: int = 64  # batches per length-sorting window
+    num_workers: int = 0  # tokenizer processes; 0 = all cores
+    amp: bool = True  # bf16 autocast on CUDA only
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"train.batch_size must be >= 1, got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"train.lr must be a positive number, got {self.lr}")
+        if self.kl_schedule not in ("linear", "cyclical", "constant"):
+            raise ConfigError(
+                f"train.kl_schedule must be linear, cyclical or constant, got {self.kl_schedule!r}"
+            )
+        if self.tau_start <= 0 or self.tau_end <= 0:
+            raise ConfigError("train.tau_start and train.tau_end must be > 0")
+        for name in ("gumbel_frac_start", "gumbel_frac_end"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"train.{name} must be in [0, 1]")
+        if self.beta < 0 or self.free_bits < 0:
+            raise ConfigError("train.beta and train.free_bits must be >= 0")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"train.val_fraction must be in (0, 1), got {self.val_fraction}")
+        for name in ("val_every", "log_every", "checkpoint_every", "nonfinite_patience",
+                     "kl_warmup_steps", "kl_cycle_steps", "bucket_batches"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.epochs < 1:
+            raise ConfigError(f"train.epochs must be >= 1, got {self.epochs}")
+
+    # schedules -----------------------------------------------------------------------------
+    def beta_at(self, step: int) -> float:
+        if self.kl_schedule == "constant":
+            return self.beta
+        if self.kl_schedule == "linear":
+            return self.beta * min(1.0, step / self.kl_warmup_steps)
+        # cyclical (Fu et al. 2019): ramp over the first half of each cycle, hold for the second
+        pos = (step % self.kl_cycle_steps) / self.kl_cycle_steps
+        return self.beta * min(1.0, 2.0 * pos)
+
+    def tau_at(self, step: int) -> float:
+        frac = min(1.0, step / max(1, self.tau_anneal_steps))
+        # geometric interpolation: tau falls smoothly and stays > 0
+        return self.tau_start * (self.tau_end / self.tau_start) ** frac
+
+    def gumbel_frac_at(self, step: int) -> float:
+        frac = min(1.0, step / max(1, self.gumbel_warmup_steps))
+        return self.gumbel_frac_start + (self.gumbel_frac_end - self.gumbel_frac_start) * frac
+
+
+def _coerce(cls: type, name: str, value: Any, where: str) -> Any:
+    field = {f.name: f for f in fields(cls)}[name]
+    kind = str(field.type)
+    try:
+        if value is None:
+            if "None" in kind:
+                return None
+            raise TypeError
+        if kind.startswith("bool"):
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise TypeError
+            return bool(value)
+        if kind.startswith("int"):
+            if isinstance(value, float) and not value.is_integer():
+                raise TypeError
+            return int(value)
+        if kind.startswith("float"):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}{name}: bad value {value!r} (expected {kind})") from None
+
+
+def from_dict(cls: type, values: dict[str, Any], where: str = "") -> Any:
+    """Build a config dataclass from a dict, rejecting unknown keys with a suggestion."""
+    names = [f.name for f in fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}unknown key {key!r}{hint}")
+        kwargs[key] = _coerce(cls, key, value, where)
+    cfg = cls(**kwargs)
+    cfg.validate()
+    return cfg
+
+
+def load_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a TOML file with optional [model] and [train] tables; returns their raw dicts."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for key in raw:
+        if key not in ("model", "train"):
+            raise ConfigError(f"{path}: unknown table [{key}] (expected [model] and [train])")
+    model, train = raw.get("model", {}), raw.get("train", {})
+    # validate keys early so the error names the file
+    from_dict(ModelConfig, model, where=f"{path}: [model] ")
+    from_dict(TrainConfig, train, where=f"{path}: [train] ")
+    return model, train
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

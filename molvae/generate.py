@@ -1,0 +1,353 @@
+"""Strings in, strings out: sample, encode, decode, reconstruct, interpolate, neighbours, elbo.
+
+Outputs are canonical RDKit SMILES; ``None`` marks an invalid or empty decode; lists keep the
+input order and length. Post-processing (ids -> SELFIES -> SMILES -> RDKit) runs in worker
+processes while the model decodes the next batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import chem
+from .checkpoint import Model
+from .data import _pool_context, pad_ids
+from .vocab import Vocab
+
+__all__ = ["MoleculeError", "sample", "iter_sample", "encode", "decode", "reconstruct",
+           "interpolate", "neighbours", "elbo", "prepare_inputs", "sample_latent"]
+
+
+class MoleculeError(ValueError):
+    """Some inputs could not be encoded; ``.problems`` lists (index, input, status, reason)."""
+
+    def __init__(self, problems: list[tuple[int, Any, str, str]]):
+        self.problems = problems
+        lines = [f"  [{i}] {text!r}: {status}: {reason}" for i, text, status, reason in problems]
+        super().__init__(f"{len(problems)} input(s) could not be encoded:\n" + "\n".join(lines))
+
+
+# -------------------------------------------------------------------------- post-processing
+def _ids_to_smiles(args: tuple[list[str], dict[str, int], np.ndarray]) -> list[str | None]:
+    symbols, constraints, ids = args
+    vocab = Vocab(tuple(symbols), constraints)
+    with chem.constraints(constraints):
+        return [chem.selfies_to_smiles(vocab.decode(row)) for row in ids]
+
+
+class _PostProcessor:
+    """Turns id batches into SMILES, in worker processes when that pays off."""
+
+    def __init__(self, vocab: Vocab, workers: int | None, total: int):
+        self.payload = (list(vocab.symbols), dict(vocab.constraints))
+        n = workers if workers is not None else max(1, (os.cpu_count() or 1) - 1)
+        self.pool = (ProcessPoolExecutor(n, mp_context=_pool_context())
+                     if n >= 1 and total >= 4096 and workers != 0 else None)
+
+    def submit(self, ids: np.ndarray) -> Future | list[str | None]:
+        if self.pool is None:
+            return _ids_to_smiles((*self.payload, ids))
+        return self.pool.submit(_ids_to_smiles, (*self.payload, ids))
+
+    @staticmethod
+    def result(item: Future | list[str | None]) -> list[str | None]:
+        return item.result() if isinstance(item, Future) else item
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+
+def _generator(model: Model, seed: int | None) -> torch.Generator:
+    g = torch.Generator(device=model.device)
+    if seed is None:
+        g.seed()
+    else:
+        g.manual_seed(int(seed))
+    return g
+
+
+# ---------------------------------------------------------------------------------- latents
+def sample_latent(model: Model, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Draw n latent points from the model's sampling density (N(0, I) or a fitted mixture)."""
+    z_dim = model.config.latent_dim
+    dev = model.device
+    prior = model.prior.get("kind", "normal")
+    eps = torch.randn((n, z_dim), generator=generator, device=dev)
+    if prior == "normal":
+        return eps
+    if prior == "gmm":
+        t = model.prior_tensors
+        comp = torch.multinomial(t["weights"].float(), n, replacement=True, generator=generator)
+        return t["means"][comp].float() + eps * t["log_std"][comp].float().exp()
+    raise ValueError(f"unknown sampling density {prior!r} in the checkpoint")
+
+
+def _decode_ids(model: Model, z: torch.Tensor, temperature: float,
+                generator: torch.Generator) -> np.ndarray:
+    ids = model.net.decoder.generate(z.to(model.device).float(), model.config.max_len + 1,
+                                     temperature=temperature, generator=generator)
+    return ids.cpu().numpy()
+
+
+def iter_sample(model: Model, n: int, *, temperature: float = 1.0, seed: int | None = None,
+                batch_size: int = 1000, workers: int | None = None) -> Iterator[list[str | None]]:
+    """Yield batches of sampled SMILES (None for invalid) in order; memory stays flat."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    gen = _generator(model, seed)
+    post = _PostProcessor(model.vocab, workers, n)
+    pending: deque = deque()
+    window = 4  # batches in flight: bounds memory while keeping the workers busy
+    try:
+        model.net.eval()
+        done = 0
+        while done < n:
+            b = min(batch_size, n - done)
+            with torch.no_grad():
+                z = sample_latent(model, b, gen)
+                pending.append(post.submit(_decode_ids(model, z, temperature, gen)))
+            done += b
+            while len(pending) > window:
+                yield post.result(pending.popleft())
+        while pending:
+            yield post.result(pending.popleft())
+    finally:
+        post.close()
+
+
+def sample(model: Model, n: int, temperature: float = 1.0, seed: int | None = None, *,
+           greedy: bool = False, batch_size: int = 1000, workers: int | None = None
+           ) -> list[str | None]:
+    """Sample n molecules; ``greedy=True`` decodes each z by argmax (temperature 0)."""
+    out: list[str | None] = []
+    for part in iter_sample(model, n, temperature=0.0 if greedy else temperature, seed=seed,
+                            batch_size=batch_size, workers=workers):
+        out.extend(part)
+    return out
+
+
+def decode(model: Model, z: torch.Tensor | np.ndarray, temperature: float = 0.0,
+           seed: int | None = None, *, batch_size: int = 1000, workers: int | None = 0
+           ) -> list[str | None]:
+    """Decode latent points (N, Z) to SMILES; temperature 0 is greedy."""
+    z = torch.as_tensor(np.asarray(z) if not isinstance(z, torch.Tensor) else z,
+                        dtype=torch.float32)
+    if z.ndim == 1:
+        z = z.unsqueeze(0)
+    if z.ndim != 2 or z.shape[1] != model.config.latent_dim:
+        raise ValueError(f"z must have shape (N, {model.config.latent_dim}), got "
+                         f"{tuple(z.shape)}")
+    gen = _generator(model, seed)
+    post = _PostProcessor(model.vocab, workers, len(z))
+    pending = []
+    try:
+        model.net.eval()
+        with torch.no_grad():
+            for s in range(0, len(z), batch_size):
+                pending.append(post.submit(_decode_ids(model, z[s: s + batch_size],
+                                                       temperature, gen)))
+        return [smi for p in pending for smi in post.result(p)]
+    finally:
+        post.close()
+
+
+# --------------------------------------------------------------------------------- encoding
+@dataclass
+class PreparedInputs:
+    ids: list[list[int] | None]
+    problems: list[tuple[int, Any, str, str]]
+
+
+def prepare_inputs(model: Model, items: Sequence[Any]) -> PreparedInputs:
+    """Standardize with the model's stored policy and map to ids; problems listed per item."""
+    if isinstance(items, (str, bytes)) or chem.is_mol(items):
+        raise TypeError("pass a list of molecules, e.g. encode(model, ['CCO'])")
+    cfg = model.config
+    ids: list[list[int] | None] = []
+    problems = []
+    with chem.constraints(model.vocab.constraints):
+        for i, item in enumerate(items):
+            p = chem.prepare(item, largest_fragment=cfg.largest_fragment,
+                             keep_stereo=cfg.keep_stereo)
+            shown = chem.canonical_smiles(item) if chem.is_mol(item) else item
+            if not p.ok:
+                problems.append((i, shown, p.status, p.reason))
+                ids.append(None)
+                continue
+            unknown = model.vocab.unknown(p.selfies)
+            if unknown:
+                problems.append((i, shown, chem.UNKNOWN_TOKEN, "symbols not in the model "
+                                 "vocabulary: " + " ".join(dict.fromkeys(unknown))))
+                ids.append(None)
+                continue
+            row = model.vocab.encode(p.selfies)
+            if len(row) > cfg.max_len:
+                problems.append((i, shown, chem.TOO_LONG, f"{len(row)} SELFIES symbols, the "
+                                 f"model allows {cfg.max_len}"))
+                ids.append(None)
+                continue
+            ids.append(row)
+    return PreparedInputs(ids, problems)
+
+
+def _check_errors(errors: str) -> None:
+    if errors not in ("raise", "nan"):
+        raise ValueError(f"errors must be 'raise' or 'nan', got {errors!r}")
+
+
+def _posterior(model: Model, rows: list[list[int]], batch_size: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    mus, logvars = [], []
+    model.net.eval()
+    with torch.no_grad():
+        for s in range(0, len(rows), batch_size):
+            x, lengths = pad_ids(rows[s: s + batch_size])
+            mu, logvar = model.net.encode(x.to(model.device), lengths.to(model.device))
+            mus.append(mu.float().cpu())
+            logvars.append(logvar.float().cpu())
+    z = model.config.latent_dim
+    if not mus:
+        return torch.empty(0, z), torch.empty(0, z)
+    return torch.cat(mus), torch.cat(logvars)
+
+
+def encode(model: Model, items: Sequence[Any], errors: str = "raise", *,
+           sample_posterior: bool = False, seed: int | None = None, batch_size: int = 1000
+           ) -> torch.Tensor:
+    """Encode SMILES or RDKit Mols to latent points (N, Z): posterior means by default.
+
+    With ``errors="raise"`` a :class:`MoleculeError` names every bad input by index, text and
+    reason; with ``errors="nan"`` their rows are NaN and alignment is kept.
+    """
+    _check_errors(errors)
+    prep = prepare_inputs(model, items)
+    if prep.problems and errors == "raise":
+        raise MoleculeError(prep.problems)
+    good = [i for i, r in enumerate(prep.ids) if r is not None]
+    mu, logvar = _posterior(model, [prep.ids[i] for i in good], batch_size)  # type: ignore[misc]
+    if sample_posterior and len(good):
+        gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+        mu = mu + torch.randn(mu.shape, generator=gen) * (0.5 * logvar).exp()
+    out = torch.full((len(prep.ids), model.config.latent_dim), float("nan"))
+    if good:
+        out[torch.as_tensor(good)] = mu
+    return out
+
+
+def reconstruct(model: Model, smiles: Sequence[Any], temperature: float = 0.0,
+                seed: int | None = None) -> list[str | None]:
+    """Encode to the posterior mean and decode (greedy by default); None for bad inputs."""
+    z = encode(model, smiles, errors="nan")
+    ok = ~torch.isnan(z).any(1)
+    out: list[str | None] = [None] * len(z)
+    if ok.any():
+        decoded = decode(model, z[ok], temperature=temperature, seed=seed)
+        for i, s in zip(torch.nonzero(ok).flatten().tolist(), decoded):
+            out[i] = s
+    return out
+
+
+def _slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    na, nb = a.norm(), b.norm()
+    cos = torch.dot(a / na, b / nb).clamp(-1.0, 1.0)
+    omega = torch.arccos(cos)
+    if float(omega) < 1e-6:
+        return a + (b - a) * t[:, None]
+    so = torch.sin(omega)
+    return (torch.sin((1 - t) * omega)[:, None] * a + torch.sin(t * omega)[:, None] * b) / so
+
+
+def interpolate(model: Model, start: Any, end: Any, steps: int = 10, method: str = "slerp",
+                temperature: float = 0.0, seed: int | None = None) -> list[str | None]:
+    """Decode ``steps`` points from start's latent mean to end's (both ends included)."""
+    if steps < 2:
+        raise ValueError(f"steps must be >= 2, got {steps}")
+    if method not in ("linear", "slerp"):
+        raise ValueError(f"method must be 'linear' or 'slerp', got {method!r}")
+    z = encode(model, [start, end], errors="raise")
+    t = torch.linspace(0, 1, steps)
+    path = (z[0] + (z[1] - z[0]) * t[:, None]) if method == "linear" else _slerp(z[0], z[1], t)
+    return decode(model, path, temperature=temperature, seed=seed)
+
+
+def neighbours(model: Model, smiles: Any, n: int = 10, scale: float = 0.5,
+               seed: int | None = None, temperature: float = 0.0
+               ) -> list[tuple[str, float]]:
+    """Molecules decoded near a given one, with their Tanimoto similarity to it.
+
+    Points are drawn around the posterior mean with standard deviation ``scale``; invalid and
+    duplicate decodes and the molecule itself are dropped; best similarity first.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    z = encode(model, [smiles], errors="raise")[0]
+    gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+    ref = chem.prepare(smiles, largest_fragment=model.config.largest_fragment,
+                       keep_stereo=model.config.keep_stereo).smiles
+    found: dict[str, float] = {}
+    for _ in range(20):  # a bounded number of rounds; returns fewer if the region is sparse
+        pts = z + scale * torch.randn((4 * n, z.shape[0]), generator=gen)
+        cands = [s for s in decode(model, pts, temperature=temperature,
+                                   seed=None if seed is None else seed + len(found))
+                 if s and s != ref and s not in found]
+        cands = list(dict.fromkeys(cands))
+        for s, sim in zip(cands, chem.tanimoto_to(ref, cands)):
+            found[s] = sim
+        if len(found) >= n:
+            break
+    return sorted(found.items(), key=lambda kv: -kv[1])[:n]
+
+
+def elbo(model: Model, smiles: Sequence[Any], n_samples: int = 8, seed: int | None = 0,
+         batch_size: int = 500) -> dict[str, np.ndarray]:
+    """Per-molecule negative ELBO in nats, with its reconstruction and KL parts.
+
+    The reconstruction term is averaged over ``n_samples`` posterior samples drawn with
+    ``seed``. High values flag molecules unlike the training data. Invalid inputs get NaN.
+    """
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    prep = prepare_inputs(model, smiles)
+    n = len(prep.ids)
+    neg, rec, kl = (np.full(n, np.nan) for _ in range(3))
+    good = [i for i, r in enumerate(prep.ids) if r is not None]
+    gen = torch.Generator(device=model.device)
+    gen.manual_seed(0 if seed is None else int(seed))
+    net = model.net.eval()
+    with torch.no_grad():
+        for s in range(0, len(good), batch_size):
+            part = good[s: s + batch_size]
+            x, lengths = pad_ids([prep.ids[i] for i in part])  # type: ignore[misc]
+            x, lengths = x.to(model.device), lengths.to(model.device)
+            mu, logvar = net.encode(x, lengths)
+            kld = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+            r = torch.zeros(len(part), device=model.device)
+            for _ in range(n_samples):
+                z = net.reparameterize(mu, logvar, gen)
+                logits = net.decoder.teacher(z, x)
+                ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), x,
+                                                       ignore_index=0, reduction="none")
+                r += ce.sum(1)
+            r /= n_samples
+            idx = np.asarray(part)
+            rec[idx] = r.cpu().numpy()
+            kl[idx] = kld.cpu().numpy()
+            neg[idx] = rec[idx] + kl[idx]
+    return {"neg_elbo": neg, "recon": rec, "kl": kl}
+
+
+def fraction_valid(smiles: Sequence[str | None]) -> float:
+    return sum(s is not None for s in smiles) / max(len(smiles), 1)
+
+

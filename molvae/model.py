@@ -1,0 +1,194 @@
+"""The SELFIES VAE: GRU encoder, GRU decoder with three decoding modes, and the loss.
+
+Tensors only: no strings, no RDKit. Shapes: B batch, L symbols, T = L + 1 target steps
+(symbols then [eos]), V vocabulary, Z latent, H hidden.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from .config import ModelConfig
+
+__all__ = ["gumbel_softmax", "Encoder", "Decoder", "MolVAE", "vae_loss", "kl_per_dim"]
+
+PAD, BOS, EOS = 0, 1, 2  # mirrors molvae.vocab; model.py imports only torch and config
+
+
+def gumbel_softmax(logits: torch.Tensor, tau: float, generator: torch.Generator | None = None,
+                   hard: bool = True) -> torch.Tensor:
+    """Gumbel-Softmax sample over the last dim; straight-through when ``hard``.
+
+    The forward value of a hard sample is an exact one-hot; its gradient is that of the soft
+    sample. Noise is drawn in float32 from ``generator`` so runs are reproducible.
+    """
+    if not (isinstance(tau, (int, float)) and tau > 0):
+        raise ValueError(f"Gumbel-Softmax temperature tau must be > 0, got {tau!r}")
+    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float32)
+    gumbel = -torch.log(-torch.log(u.clamp_min(torch.finfo(torch.float32).tiny)))
+    y_soft = torch.softmax((logits.float() + gumbel) / tau, dim=-1)
+    if not hard:
+        return y_soft
+    index = y_soft.argmax(dim=-1, keepdim=True)
+    y_hard = torch.zeros_like(y_soft).scatter_(-1, index, 1.0)
+    return y_hard - y_soft.detach() + y_soft
+
+
+class Encoder(nn.Module):
+    """Embedding -> bidirectional GRU -> final states -> Linear -> (mu, logvar)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=PAD)
+        self.gru = nn.GRU(cfg.embed_dim, cfg.enc_hidden, cfg.enc_layers, batch_first=True,
+                          bidirectional=True, dropout=cfg.dropout if cfg.enc_layers > 1 else 0.0)
+        self.to_latent = nn.Linear(2 * cfg.enc_hidden, 2 * cfg.latent_dim)
+        self.layers = cfg.enc_layers
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        e = self.embed(x)  # (B, L, E)
+        packed = pack_padded_sequence(e, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, h = self.gru(packed)  # (layers * 2, B, H)
+        h = h.view(self.layers, 2, x.shape[0], -1)[-1]  # last layer, both directions
+        h = torch.cat([h[0], h[1]], dim=-1)  # (B, 2H)
+        mu, logvar = self.to_latent(h).chunk(2, dim=-1)  # (B, Z) each
+        return mu, logvar
+
+
+class Decoder(nn.Module):
+    """GRU whose initial state is a projection of z; z is also fed at every step."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=PAD)
+        self.z_to_h = nn.Linear(cfg.latent_dim, cfg.dec_hidden * cfg.dec_layers)
+        self.gru = nn.GRU(cfg.embed_dim + cfg.latent_dim, cfg.dec_hidden, cfg.dec_layers,
+                          batch_first=True, dropout=cfg.dropout if cfg.dec_layers > 1 else 0.0)
+        self.out = nn.Linear(cfg.dec_hidden, cfg.vocab_size)
+
+    def init_hidden(self, z: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.z_to_h(z))  # (B, layers * H)
+        return h.view(z.shape[0], self.cfg.dec_layers, -1).transpose(0, 1).contiguous()
+
+    def step(self, e: torch.Tensor, z: torch.Tensor, h: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step shared by the free-running modes: e (B, E) -> logits (B, V)."""
+        o, h = self.gru(torch.cat([e, z], dim=-1).unsqueeze(1), h)
+        return self.out(o[:, 0]), h
+
+    def teacher(self, z: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing with the fused GRU: targets (B, T) -> logits (B, T, V)."""
+        bos = torch.full_like(targets[:, :1], BOS)
+        inp = self.embed(torch.cat([bos, targets[:, :-1]], dim=1))  # (B, T, E)
+        zs = z.unsqueeze(1).expand(-1, inp.shape[1], -1)  # (B, T, Z)
+        o, _ = self.gru(torch.cat([inp, zs.to(inp.dtype)], dim=-1), self.init_hidden(z))
+        return self.out(o)
+
+    def gumbel(self, z: torch.Tensor, steps: int, tau: float,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Free-running decode fed with straight-through Gumbel-Softmax samples.
+
+        Returns logits (B, T, V) and the one-hot samples (B, T, V); both carry gradients to z.
+        """
+        h = self.init_hidden(z)
+        y = F.one_hot(torch.full((z.shape[0],), BOS, device=z.device),
+                      self.cfg.vocab_size).to(self.embed.weight.dtype)
+        logits, samples = [], []
+        for _ in range(steps):
+            e = y.to(self.embed.weight.dtype) @ self.embed.weight  # (B, E), differentiable
+            lg, h = self.step(e, z, h)
+            y = gumbel_softmax(lg, tau, generator)
+            logits.append(lg)
+            samples.append(y)
+        return torch.stack(logits, 1), torch.stack(samples, 1)
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, max_steps: int, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample (temperature > 0) or greedy (temperature == 0) ids (B, <=max_steps).
+
+        Every row ends with [eos] or reaches max_steps; positions after [eos] are PAD. The loop
+        stops as soon as all rows have ended.
+        """
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        b = z.shape[0]
+        h = self.init_hidden(z)
+        tok = torch.full((b,), BOS, dtype=torch.long, device=z.device)
+        done = torch.zeros(b, dtype=torch.bool, device=z.device)
+        out = []
+        for _ in range(max_steps):
+            lg, h = self.step(self.embed(tok), z, h)
+            if temperature == 0:
+                tok = lg.argmax(-1)
+            else:
+                probs = torch.softmax(lg.float() / temperature, dim=-1)
+                tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            tok = tok.masked_fill(done, PAD)
+            out.append(tok)
+            done |= tok == EOS
+            if bool(done.all()):
+                break
+        return torch.stack(out, 1)
+
+
+class MolVAE(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.vocab_size < 4:
+            raise ValueError("ModelConfig.vocab_size must be set from the vocabulary")
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+
+    def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(x, lengths)
+
+    @staticmethod
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=torch.float32)
+        return mu + eps.to(mu.dtype) * torch.exp(0.5 * logvar)
+
+    def forward(self, targets: torch.Tensor, lengths: torch.Tensor, mode: str = "teacher",
+                tau: float = 1.0, generator: torch.Generator | None = None
+                ) -> dict[str, torch.Tensor]:
+        """targets (B, T): symbols, [eos], PAD. Returns logits (B, T, V), mu, logvar, z."""
+        mu, logvar = self.encode(targets, lengths)
+        z = self.reparameterize(mu, logvar, generator)
+        if mode == "teacher":
+            logits = self.decoder.teacher(z, targets)
+        elif mode == "gumbel":
+            logits, _ = self.decoder.gumbel(z, targets.shape[1], tau, generator)
+        else:
+            raise ValueError(f"mode must be 'teacher' or 'gumbel', got {mode!r}")
+        return {"logits": logits, "mu": mu, "logvar": logvar, "z": z}
+
+
+def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || N(0, I)) per latent dimension, averaged over the batch: (Z,)."""
+    return 0.5 * (mu.float().pow(2) + logvar.float().exp() - 1.0 - logvar.float()).mean(0)
+
+
+def vae_loss(logits: torch.Tensor, targets: torch.Tensor, mu: torch.Tensor,
+             logvar: torch.Tensor, beta: float, free_bits: float = 0.0
+             ) -> dict[str, torch.Tensor]:
+    """Per-molecule loss in nats: summed token cross-entropy + beta * free-bits KL."""
+    mask = targets != PAD
+    ce = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=PAD,
+                         reduction="none")  # (B, T)
+    recon = ce.sum(1).mean()
+    kld = kl_per_dim(mu, logvar)
+    kl = kld.sum()
+    kl_term = kld.clamp_min(free_bits).sum() if free_bits > 0 else kl
+    loss = recon + beta * kl_term
+    with torch.no_grad():
+        n_tok = mask.sum()
+        acc = ((logits.argmax(-1) == targets) & mask).sum().float() / n_tok
+        ce_tok = ce.sum() / n_tok
+    return {"loss": loss, "recon": recon, "kl": kl, "token_acc": acc, "ce_token": ce_tok,
+            "kl_dims": kld.detach()}
