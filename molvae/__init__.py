@@ -7,6 +7,16 @@ __version__ = "0.1.0"
 from .checkpoint import CheckpointError, Model
 from .config import ConfigError, ModelConfig, TrainConfig
 from .data import DataFileError
+from .generate import (
+    MoleculeError,
+    decode,
+    elbo,
+    encode,
+    interpolate,
+    neighbours,
+    reconstruct,
+    sample,
+)
 from .train import TrainingError, train
 
 
@@ -25,10 +35,25 @@ def load(path: str | None = None, device: str = "cpu") -> Model:
     return checkpoint.load(path, device=device)
 
 
+def evaluate(samples, test=None, test_scaffolds=None, train=None, **kwargs) -> dict:
+    """MOSES metrics of generated SMILES against reference sets (defaults: MOSES splits)."""
+    from .metrics import evaluate as _evaluate
+    return _evaluate(samples, test=test, test_scaffolds=test_scaffolds, train=train, **kwargs)
+
+
 __all__ = [
     "__version__",
     "load",
     "train",
+    "sample",
+    "encode",
+    "decode",
+    "reconstruct",
+    "interpolate",
+    "neighbours",
+    "elbo",
+    "evaluate",
+    "MoleculeError",
     "Model",
     "ModelConfig",
     "TrainConfig",

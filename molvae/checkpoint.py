@@ -87,7 +87,7 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
         h.update(name.encode())
         h.update(str(t.dtype).encode())
         h.update(str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -131,6 +131,8 @@ def _header(blob: bytes, path: Path) -> dict[str, str]:
         head = json.loads(blob[8: 8 + n])
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise CheckpointError(f"{path}: corrupt checkpoint header") from None
+    if not isinstance(head, dict) or not isinstance(head.get("__metadata__") or {}, dict):
+        raise CheckpointError(f"{path}: corrupt checkpoint header")
     meta = head.get("__metadata__") or {}
     if "molvae" not in meta:
         raise CheckpointError(f"{path}: a safetensors file, but not a molvae checkpoint")

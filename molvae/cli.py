@@ -71,16 +71,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.config:
         model_d, train_d = load_config_file(args.config)
     model_d.update(_collect(args, ModelConfig))
-    train_d.update(_collect(args, TrainConfig))
+    given = _collect(args, TrainConfig)
+    if args.resume:
+        # start from the run's own settings so that e.g. its --max-steps survives --epochs N
+        import json
+        from pathlib import Path
+        run_cfg = Path(args.out) / "config.json"
+        if not run_cfg.exists():
+            raise ConfigError(f"{args.out}: no config.json, so there is no run to resume")
+        train_d = dict(json.loads(run_cfg.read_text())["train_config"])
+    train_d.update(given)
     mc = from_dict(ModelConfig, model_d, where="model config: ")
     tc = from_dict(TrainConfig, train_d, where="train config: ")
     if args.resume and model_d:
         log.warning("--resume keeps the run's model settings; model flags are ignored")
     default_num_threads()
-    res = train(args.data, args.out, val_path=args.val, model_config=mc,
-                train_config=tc if (train_d or not args.resume) else None, seed=args.seed,
-                device=args.device, resume=args.resume, smiles_column=args.smiles_column,
-                progress=not args.quiet, command=shlex.join(["molvae", *sys.argv[1:]]))
+    res = train(args.data, args.out, val_path=args.val, model_config=mc, train_config=tc,
+                seed=args.seed, device=args.device, resume=args.resume,
+                smiles_column=args.smiles_column, progress=not args.quiet,
+                command=shlex.join(["molvae", *args.argv]))
     m = res.last_metrics
     log.info("stopped (%s) at step %d; best val loss %.4f; exact reconstruction %.3f; "
              "checkpoints in %s", res.stopped_by, res.step, res.best_val_loss,
@@ -96,6 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    # -v/-q also after the subcommand; SUPPRESS keeps a top-level flag from being reset
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS)
+    _orig_add = sub.add_parser
+
+    def add_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
+        return _orig_add(name, parents=[common, *kw.pop("parents", [])], **kw)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     t = sub.add_parser("train", help="train a VAE on a molecule file",
                        description="Train a VAE on .smi/.csv/.sdf (optionally .gz) molecules.")
@@ -118,11 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed the usage error
         return int(exc.code or 0)
-    args.quiet = getattr(args, "quiet", False)
+    args.argv = argv
     level = logging.DEBUG if args.verbose else (logging.WARNING if args.quiet else logging.INFO)
     logging.basicConfig(level=level, format="molvae: %(message)s", stream=sys.stderr)
     if not getattr(args, "command", None):

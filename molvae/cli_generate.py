@@ -175,3 +175,68 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--image", default=None, help="also draw the strip (.png or .svg)")
     _add_model_args(i)
     i.set_defaults(func=cmd_interpolate)
+    add_eval_commands(sub)
+
+
+def _read_smiles_file(path: str, column: str | None = None) -> list[str]:
+    from .data import read_molecules
+    raw = read_molecules(path, column)
+    return [t if t is not None else "" for t in raw.texts]
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from .cli import UsageError
+    from .metrics import evaluate, format_table
+    if (args.samples is None) == (args.model is None and not args.bundled):
+        raise UsageError("give a samples file, or --model M (or --bundled) with -n N to sample")
+    if args.samples is not None:
+        samples: list[str | None] = list(_read_smiles_file(args.samples, args.smiles_column))
+    else:
+        from .generate import sample
+        model = _load_model(args)
+        samples = sample(model, args.n, temperature=args.temperature, seed=args.seed)
+    refs = {k: (_read_smiles_file(getattr(args, k)) if getattr(args, k) else None)
+            for k in ("test", "test_scaffolds", "train")}
+    res = evaluate(samples, test=refs["test"], test_scaffolds=refs["test_scaffolds"],
+                   train=refs["train"], progress=not args.quiet)
+    print(format_table(res))
+    if args.output:
+        from pathlib import Path
+        Path(args.output).write_text(json.dumps(res, indent=2) + "\n")
+    if args.plot:
+        from .draw import property_histograms
+        from .metrics import load_moses, molecule_properties
+        ref = refs["test"] or load_moses("test")
+        property_histograms(molecule_properties(samples), molecule_properties(ref), args.plot)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .draw import training_curves
+    out = args.output or str(Path(args.run) / "training_curves.png")
+    training_curves(args.run, out)
+    log.info("wrote %s", out)
+    return 0
+
+
+def add_eval_commands(sub: argparse._SubParsersAction) -> None:
+    v = sub.add_parser("evaluate", help="MOSES metrics of samples (or of a model's samples)")
+    v.add_argument("samples", nargs="?", default=None, help=".csv/.smi of generated SMILES")
+    v.add_argument("-n", type=int, default=30000, help="samples to draw with --model")
+    v.add_argument("--bundled", action="store_true", help="sample the bundled model")
+    v.add_argument("--temperature", type=float, default=1.0)
+    v.add_argument("--smiles-column", default=None)
+    v.add_argument("--test", default=None, help="reference set (default: MOSES test)")
+    v.add_argument("--test-scaffolds", default=None, help="(default: MOSES scaffold test)")
+    v.add_argument("--train", default=None, help="novelty reference (default: MOSES train)")
+    v.add_argument("-o", "--output", default=None, help="write the metrics as JSON")
+    v.add_argument("--plot", default=None, help="property distributions picture (.png/.svg)")
+    _add_model_args(v)
+    v.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("plot", help="training curves of a run folder")
+    p.add_argument("run", help="run folder (or its metrics.csv)")
+    p.add_argument("-o", "--output", default=None, help=".png or .svg (default: RUN/...png)")
+    p.set_defaults(func=cmd_plot)

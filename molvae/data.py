@@ -52,8 +52,8 @@ class DataFileError(ValueError):
 # ------------------------------------------------------------------------------------- reading
 def _open_text(path: Path) -> io.TextIOBase:
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
-    return path.open("r", encoding="utf-8", errors="replace")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", errors="replace")
+    return path.open("r", encoding="utf-8-sig", errors="replace")
 
 
 def _kind(path: Path) -> str:
@@ -209,7 +209,8 @@ class TokenData:
         rejects = list(self.rejects)
         for r in bad_rows:
             unknown = sorted({self.vocab.tokens[t] for t in self.ids(r) if table[t] < 0})
-            rejects.append((int(self.lines[r]), self.selfies(r), chem.UNKNOWN_TOKEN,
+            shown = chem.selfies_to_smiles(self.selfies(r)) or self.selfies(r)
+            rejects.append((int(self.lines[r]), shown, chem.UNKNOWN_TOKEN,
                             "symbols not in the model vocabulary: " + " ".join(unknown)))
         keep = np.setdiff1d(np.arange(len(self)), bad_rows)
         out = TokenData(mapped.astype(vocab.dtype), self.offsets, self.lines, vocab, [])
@@ -264,11 +265,10 @@ def tokenize(texts: Sequence[str | None], lines: Sequence[int] | None = None, *,
     bar = tqdm(total=n, desc="tokenizing", unit="mol", disable=not progress, file=sys.stderr,
                smoothing=0.05)
     if workers <= 1 or n < 2 * chunk_size:
-        _init_worker(settings)
+        _WORKER_SETTINGS.update(settings)  # in-process: no change to torch's thread count
         for chunk in _chunks(texts, chunk_size):
             results.extend(_prepare_chunk(chunk))
             bar.update(len(chunk))
-        torch.set_num_threads(os.cpu_count() or 1) if workers > 1 else None
     else:
         ctx = _pool_context()
         with ctx.Pool(workers, initializer=_init_worker, initargs=(settings,)) as pool:
@@ -326,8 +326,9 @@ def default_cache_dir() -> Path:
 
 
 def _cache_key(data_sha: str, settings: dict[str, Any]) -> str:
+    import rdkit
     blob = json.dumps({"data": data_sha, "format": CACHE_FORMAT, "selfies": selfies.__version__,
-                       **settings}, sort_keys=True)
+                       "rdkit": rdkit.__version__, **settings}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 

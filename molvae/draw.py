@@ -75,3 +75,110 @@ def interpolation_strip(smiles: Sequence[str | None], path: str | Path,
     n = len(smiles)
     legends = [f"t={i / max(n - 1, 1):.2f}" for i in range(n)]
     return molecule_grid(smiles, path, legends=legends, per_row=n, size=size)
+
+
+# ------------------------------------------------------------------------- matplotlib plots
+def _figure(n_panels: int, width: float = 4.0, height: float = 3.2):
+    # the object-oriented API: no pyplot, so no global figure state and no display backend
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(width * n_panels, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(1, n_panels, i + 1) for i in range(n_panels)]
+    return fig, axes
+
+
+def _save(fig, path: str | Path) -> None:
+    kind = _kind(path)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(str(path), format=kind, dpi=110)
+
+
+def property_histograms(samples: dict[str, Sequence[float]], reference: dict[str, Sequence[float]],
+                        path: str | Path, labels: tuple[str, str] = ("samples", "test")) -> None:
+    """One panel per property: sample distribution against the reference's."""
+    import numpy as np
+    names = [n for n in samples if n in reference]
+    if not names:
+        raise PictureError("no properties to plot")
+    fig, axes = _figure(len(names))
+    for ax, name in zip(axes, names):
+        a = np.asarray(samples[name], dtype=float)
+        b = np.asarray(reference[name], dtype=float)
+        a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+        both = np.concatenate([a, b]) if len(a) + len(b) else np.zeros(1)
+        lo, hi = np.percentile(both, [0.5, 99.5])
+        bins = np.linspace(lo, hi if hi > lo else lo + 1, 50)
+        ax.hist(b, bins=bins, density=True, alpha=0.5, label=f"{labels[1]} (n={len(b)})")
+        ax.hist(a, bins=bins, density=True, histtype="step", lw=1.8,
+                label=f"{labels[0]} (n={len(a)})")
+        ax.set_xlabel(name)
+        ax.set_ylabel("density")
+    axes[0].legend(fontsize=8)
+    _save(fig, path)
+
+
+def latent_map(z: Sequence[Sequence[float]], values: Sequence[float], path: str | Path,
+               label: str = "property") -> None:
+    """PCA of latent vectors to 2-D, points coloured by a property."""
+    import numpy as np
+    z = np.asarray(z, dtype=float)
+    v = np.asarray(values, dtype=float)
+    keep = np.isfinite(z).all(1) & np.isfinite(v)
+    z, v = z[keep], v[keep]
+    if len(z) < 3:
+        raise PictureError("need at least 3 encoded molecules for a latent map")
+    zc = z - z.mean(0)
+    _, s, vt = np.linalg.svd(zc, full_matrices=False)
+    xy = zc @ vt[:2].T
+    explained = (s[:2] ** 2) / (s ** 2).sum()
+    fig, (ax,) = _figure(1, width=5.5, height=4.5)
+    sc = ax.scatter(xy[:, 0], xy[:, 1], c=v, s=4, cmap="viridis", alpha=0.8, linewidths=0)
+    fig.colorbar(sc, ax=ax, label=label)
+    ax.set_xlabel(f"PC1 ({explained[0]:.0%} of variance)")
+    ax.set_ylabel(f"PC2 ({explained[1]:.0%} of variance)")
+    ax.set_title(f"latent space, {len(z)} molecules")
+    _save(fig, path)
+
+
+def training_curves(metrics_csv: str | Path, path: str | Path) -> None:
+    """Loss, reconstruction, KL/beta and accuracy panels from a run's metrics.csv."""
+    import csv
+    metrics_csv = Path(metrics_csv)
+    if metrics_csv.is_dir():
+        metrics_csv = metrics_csv / "metrics.csv"
+    if not metrics_csv.exists():
+        raise PictureError(f"{metrics_csv}: no metrics.csv to plot")
+    with metrics_csv.open() as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise PictureError(f"{metrics_csv}: no rows yet")
+
+    def series(split: str, key: str) -> tuple[list[float], list[float]]:
+        xs, ys = [], []
+        for r in rows:
+            if r["split"] == split and r.get(key) not in (None, ""):
+                xs.append(float(r["step"]))
+                ys.append(float(r[key]))
+        return xs, ys
+
+    panels = [("loss", ["loss", "recon"]), ("KL (nats)", ["kl"]),
+              ("accuracy", ["token_acc", "recon_exact"]), ("active units", ["active_units"])]
+    fig, axes = _figure(len(panels))
+    for ax, (title, keys) in zip(axes, panels):
+        for key in keys:
+            for split, style in (("train", "-"), ("val", "o-")):
+                xs, ys = series(split, key)
+                if xs:
+                    ax.plot(xs, ys, style, ms=3, lw=1.2, label=f"{split} {key}")
+        if title == "KL (nats)":
+            xs, ys = series("train", "beta")
+            if xs:
+                twin = ax.twinx()
+                twin.plot(xs, ys, ":", color="gray", label="beta")
+                twin.set_ylabel("beta")
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        if ax.lines:
+            ax.legend(fontsize=7)
+    _save(fig, path)

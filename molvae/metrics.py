@@ -7,6 +7,14 @@ published tables. The code here is written from those definitions; where the ref
 paper's prose differ, the code wins, because the published numbers came from it (see
 `internal_diversity`, `frag_similarity` and `scaffold_similarity`).
 
+Where molvae knowingly differs from molsets 0.3.1:
+    - A sample with whitespace inside ("CCO ethanol") is invalid; RDKit would read it as ethanol.
+    - Novelty canonicalizes the training set with the installed RDKit (molsets compares against
+      the raw training strings, canonicalized by a 2019 RDKit).
+    - SA comes from the installed RDKit's Contrib SA_Score (molsets ships its own older copy).
+    - Morgan bits come from ``rdFingerprintGenerator`` (bit-identical to the deprecated
+      ``GetMorganFingerprintAsBitVect`` that molsets calls).
+
 Third-party data (read at run time, shipped unchanged in ``molvae/data_files/``):
     mcf.csv, wehi_pains.csv -- the MCF and PAINS SMARTS used by the MOSES filters, copied from
     molsets 0.3.1 (``moses/metrics/``), Copyright 2018 Insilico Medicine, Inc, MIT license.

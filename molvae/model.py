@@ -29,7 +29,8 @@ def gumbel_softmax(logits: torch.Tensor, tau: float, generator: torch.Generator 
         raise ValueError(f"Gumbel-Softmax temperature tau must be > 0, got {tau!r}")
     u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float32)
     gumbel = -torch.log(-torch.log(u.clamp_min(torch.finfo(torch.float32).tiny)))
-    y_soft = torch.softmax((logits.float() + gumbel) / tau, dim=-1)
+    dtype = torch.promote_types(logits.dtype, torch.float32)  # float64 stays float64
+    y_soft = torch.softmax((logits.to(dtype) + gumbel.to(dtype)) / tau, dim=-1)
     if not hard:
         return y_soft
     index = y_soft.argmax(dim=-1, keepdim=True)

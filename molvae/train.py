@@ -207,8 +207,6 @@ def train(data_path: str | Path, out_dir: str | Path, *, val_path: str | Path | 
         if (out_dir / ckpt.RESUME).exists():
             raise ConfigError(f"{out_dir} already holds a run; use --resume to continue it or "
                               "choose another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
-
     from .vocab import Vocab
     vocab = Vocab.from_dict(state["vocab"]) if state else None
     data, data_sha = load_dataset(data_path, vocab=vocab, max_len=mc.max_len,
@@ -217,6 +215,7 @@ def train(data_path: str | Path, out_dir: str | Path, *, val_path: str | Path | 
                                   smiles_column=smiles_column, num_workers=tc.num_workers,
                                   progress=progress, cache_dir=cache_dir)
     vocab = data.vocab
+    out_dir.mkdir(parents=True, exist_ok=True)
     write_rejects(out_dir / "rejects.csv", data.rejects)
     if data.rejects:
         log.warning("%d rows of %s rejected; see %s", len(data.rejects), data_path,
@@ -362,10 +361,11 @@ def train(data_path: str | Path, out_dir: str | Path, *, val_path: str | Path | 
                     opt.zero_grad(set_to_none=True)
                     log.warning("step %d: non-finite loss or gradient, step skipped", step)
                     if bad_in_row >= tc.nonfinite_patience:
+                        kept = ("the last good checkpoint is kept in " + str(out_dir)
+                                if (out_dir / ckpt.LAST).exists() else "no checkpoint was written")
                         raise TrainingError(
                             f"loss was non-finite for {bad_in_row} steps in a row at step {step}; "
-                            f"stopped. The last good checkpoint is kept in {out_dir}. Try a "
-                            "lower --lr or a smaller --grad-clip.")
+                            f"stopped, {kept}. Try a lower --lr or a smaller --grad-clip.")
                 else:
                     bad_in_row = 0
                     opt.step()
