@@ -108,8 +108,11 @@ def standardize(mol: Chem.Mol, *, largest_fragment: bool = True,
         # SELFIES cannot spell them, so fold them into their heavy atom
         params = Chem.RemoveHsParameters()
         params.removeDefiningBondStereo = True
-        with rdBase.BlockLogs():
-            mol = Chem.RemoveHs(mol, params, sanitize=False)
+        try:
+            with rdBase.BlockLogs():
+                mol = Chem.RemoveHs(mol, params, sanitize=True)
+        except Exception as exc:
+            return None, INVALID, f"sanitization failed: {str(exc).strip()}", note
     return mol, OK, "", note
 
 
@@ -120,7 +123,8 @@ def canonical_smiles(mol: Chem.Mol) -> str:
 def _kekule_smiles(mol: Chem.Mol) -> str | None:
     m = Chem.Mol(mol)
     try:
-        Chem.Kekulize(m, clearAromaticFlags=True)
+        with rdBase.BlockLogs():
+            Chem.Kekulize(m, clearAromaticFlags=True)
     except Exception:
         return None
     return Chem.MolToSmiles(m, kekuleSmiles=True)

@@ -37,8 +37,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .io import TableWriter
     if args.n < 1:
         raise UsageError(f"-n must be >= 1, got {args.n}")
-    if args.temperature < 0:
-        raise UsageError(f"--temperature must be >= 0, got {args.temperature}")
+    if not args.temperature >= 0:
+        raise UsageError(f"--temperature must be a number >= 0, got {args.temperature}")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     _image_check(args.image)
     model = _load_model(args)
     out = TableWriter(args.output, ["smiles", "index", "status"])
@@ -74,6 +76,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from .data import read_molecules
     from .generate import elbo, encode, prepare_inputs
     from .io import TableWriter
+    if args.elbo_samples < 1:
+        raise UsageError(f"--elbo-samples must be >= 1, got {args.elbo_samples}")
     model = _load_model(args)
     raw = read_molecules(args.input, args.smiles_column)
     texts = [t if i not in raw.errors else None for i, t in enumerate(raw.texts)]

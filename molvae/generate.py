@@ -8,6 +8,7 @@ processes while the model decodes the next batch.
 from __future__ import annotations
 
 import os
+import zlib
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -20,7 +21,7 @@ import torch
 from . import chem
 from .checkpoint import Model
 from .data import _pool_context, pad_ids
-from .vocab import Vocab
+from .vocab import EOS, Vocab
 
 __all__ = ["MoleculeError", "sample", "iter_sample", "encode", "decode", "reconstruct",
            "interpolate", "neighbours", "elbo", "prepare_inputs", "sample_latent"]
@@ -40,7 +41,9 @@ def _ids_to_smiles(args: tuple[list[str], dict[str, int], np.ndarray]) -> list[s
     symbols, constraints, ids = args
     vocab = Vocab(tuple(symbols), constraints)
     with chem.constraints(constraints):
-        return [chem.selfies_to_smiles(vocab.decode(row)) for row in ids]
+        # a row that never reached [eos] ran past max_len: not a molecule the model allows
+        return [chem.selfies_to_smiles(vocab.decode(row)) if (row == EOS).any() else None
+                for row in ids]
 
 
 class _PostProcessor:
@@ -103,8 +106,10 @@ def iter_sample(model: Model, n: int, *, temperature: float = 1.0, seed: int | N
     """Yield batches of sampled SMILES (None for invalid) in order; memory stays flat."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not temperature >= 0:  # also catches NaN
+        raise ValueError(f"temperature must be a number >= 0, got {temperature}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     gen = _generator(model, seed)
     post = _PostProcessor(model.vocab, workers, n)
     pending: deque = deque()
@@ -322,8 +327,8 @@ def elbo(model: Model, smiles: Sequence[Any], n_samples: int = 8, seed: int | No
     n = len(prep.ids)
     neg, rec, kl = (np.full(n, np.nan) for _ in range(3))
     good = [i for i, r in enumerate(prep.ids) if r is not None]
-    gen = torch.Generator(device=model.device)
-    gen.manual_seed(0 if seed is None else int(seed))
+    gen = torch.Generator()
+    base_seed = 0 if seed is None else int(seed)
     net = model.net.eval()
     with torch.no_grad():
         for s in range(0, len(good), batch_size):
@@ -333,8 +338,14 @@ def elbo(model: Model, smiles: Sequence[Any], n_samples: int = 8, seed: int | No
             mu, logvar = net.encode(x, lengths)
             kld = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
             r = torch.zeros(len(part), device=model.device)
-            for _ in range(n_samples):
-                z = net.reparameterize(mu, logvar, gen)
+            # noise seeded per molecule (seed + its tokens), so a score does not depend on
+            # which other molecules share the call
+            eps = torch.stack([
+                torch.randn((n_samples, mu.shape[1]), generator=gen.manual_seed(
+                    (base_seed * 1_000_003 + zlib.crc32(bytes(prep.ids[i]))) % 2**63))
+                for i in part]).to(model.device)  # (B, S, Z)
+            for k in range(n_samples):
+                z = mu + eps[:, k] * (0.5 * logvar).exp()
                 logits = net.decoder.teacher(z, x)
                 ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), x,
                                                        ignore_index=0, reduction="none")

@@ -65,7 +65,7 @@ class MolvaeGenerator:
         """
         if number_molecules < 1:
             return []
-        gen = torch.Generator().manual_seed(self.seed)
+        gen = torch.Generator(device=self.model.device).manual_seed(self.seed)
         scores: dict[str, float] = {}
         latent: dict[str, torch.Tensor] = {}
 
@@ -92,9 +92,15 @@ class MolvaeGenerator:
         sigma = 0.5
         for _ in range(self.rounds):
             ranked = sorted(scores, key=scores.get, reverse=True)[: max(1, pop // 4)]
-            parents = torch.stack([latent[s] for s in ranked])
-            pick = torch.randint(len(parents), (pop,), generator=gen)
-            z = parents[pick] + sigma * torch.randn((pop, parents.shape[1]), generator=gen)
+            if not ranked:  # nothing valid decoded yet: draw fresh points
+                z = sample_latent(self.model, pop, gen).cpu()
+                score_new(decode(self.model, z), z)
+                continue
+            parents = torch.stack([latent[s] for s in ranked]).to(self.model.device)
+            pick = torch.randint(len(parents), (pop,), generator=gen, device=self.model.device)
+            z = parents[pick] + sigma * torch.randn((pop, parents.shape[1]), generator=gen,
+                                                    device=self.model.device)
+            z = z.cpu()
             score_new(decode(self.model, z), z)
             sigma = max(0.1, sigma * 0.9)
         tries = 0
@@ -105,5 +111,6 @@ class MolvaeGenerator:
         best = sorted(scores, key=scores.get, reverse=True)
         if not best:
             best = [""]
+        # too few distinct molecules: repeat each in rank order, so the list stays best first
         reps = -(-number_molecules // len(best))
-        return list(np.tile(np.asarray(best, dtype=object), reps)[:number_molecules])
+        return list(np.repeat(np.asarray(best, dtype=object), reps)[:number_molecules])
