@@ -78,6 +78,7 @@ def model_card(report: dict, run: Path) -> str:
     last = val[-1] if val else {}
     wall = float(rows[-1]["elapsed_s"]) if rows else float("nan")
     mc, tc = cfg["model_config"], cfg["train_config"]
+    n_params = sum(p.numel() for p in molvae.load(report["checkpoint"]).net.parameters())
     r10, r30 = report["samples_10k"], report["samples_30k"]
     screen = "\n".join(f"| {k} | {v['valid']:.4f} | {v['unique']:.4f} | {v['FCD/Test']:.3f} | "
                        f"{v['Filters']:.3f} |" for k, v in report["screen"].items())
@@ -94,8 +95,8 @@ MOSES train (`data/moses/train.csv.gz`, sha256 `{cfg['data']['sha256'][:16]}...`
 
 ## Model
 GRU VAE: embedding {mc['embed_dim']}, bidirectional encoder GRU
-{mc['enc_layers']}x{mc['enc_hidden']}, latent {mc['latent_dim']}, decoder GRU {mc['dec_layers']}x{mc['dec_hidden']} with z fed at every
-step; {sum(p.numel() for p in molvae.load(report['checkpoint']).net.parameters()):,} parameters.
+{mc['enc_layers']}x{mc['enc_hidden']}, latent {mc['latent_dim']}, decoder GRU
+{mc['dec_layers']}x{mc['dec_hidden']} with z fed at every step; {n_params:,} parameters.
 Vocabulary {len(cfg['vocab']['symbols']) + 3} tokens (SELFIES default constraints); stereo kept:
 {mc['keep_stereo']}; largest fragment: {mc['largest_fragment']}; max length {mc['max_len']} symbols.
 

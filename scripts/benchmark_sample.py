@@ -1,0 +1,104 @@
+"""Sampling benchmarks: end-to-end valid molecules/s against the model's pure decoding rate,
+and flat memory when streaming many samples to a file.
+
+Prints a JSON object and a markdown table.
+
+    python scripts/benchmark_sample.py                       # bundled model
+    python scripts/benchmark_sample.py --model runs/x --n 20000 --stream 20000 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+import molvae
+from molvae.generate import sample_latent
+
+
+def peak_rss_of(cmd: list[str]) -> tuple[float, float]:
+    """Run a command in a fresh process; its peak RSS (GB) via wait4, and wall time."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}")
+    return usage.ru_maxrss / 1024 ** 2, time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", default=None, help="checkpoint (default: bundled)")
+    ap.add_argument("--n", type=int, default=10000, help="molecules per timed run")
+    ap.add_argument("--batch-size", type=int, default=1000)
+    ap.add_argument("--stream", type=int, nargs="*", default=[20000, 200000],
+                    help="sample counts for the streaming-memory check")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else (
+        "cpu" if args.device == "auto" else args.device)
+    model = molvae.load(args.model, device=device)
+    res: dict = {"hardware": {"cpu": platform.processor() or platform.machine(),
+                              "cores": os.cpu_count(), "device": device,
+                              "torch": torch.__version__, "threads": torch.get_num_threads()},
+                 "model": model.path, "n": args.n}
+    if device.startswith("cuda"):
+        res["hardware"]["gpu"] = torch.cuda.get_device_name(0)
+
+    # warm-up, then pure decoding: latent draw + decoder loop, no SELFIES/RDKit work
+    molvae.sample(model, 200, seed=0)
+    gen = torch.Generator(device=model.device).manual_seed(0)
+    t = time.perf_counter()
+    with torch.no_grad():
+        for s in range(0, args.n, args.batch_size):
+            z = sample_latent(model, min(args.batch_size, args.n - s), gen)
+            model.net.decoder.generate(z, model.config.max_len + 1, 1.0, gen).cpu()
+    t_decode = time.perf_counter() - t
+    # end to end: the same plus ids -> SELFIES -> SMILES -> RDKit in worker processes
+    t = time.perf_counter()
+    out = molvae.sample(model, args.n, seed=0, batch_size=args.batch_size)
+    t_e2e = time.perf_counter() - t
+    valid = sum(s is not None for s in out)
+    res["decode_mol_per_s"] = args.n / t_decode
+    res["end_to_end_mol_per_s"] = args.n / t_e2e
+    res["end_to_end_valid_mol_per_s"] = valid / t_e2e
+    res["end_to_end_over_decode"] = t_decode / t_e2e
+    res["valid_fraction"] = valid / args.n
+
+    stream = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.stream:
+            cmd = [sys.executable, "-m", "molvae", "-q", "sample", "-n", str(n), "-o",
+                   f"{tmp}/s.smi", "--device", device]
+            if args.model:
+                cmd += ["--model", args.model]
+            rss, wall = peak_rss_of(cmd)
+            stream.append({"n": n, "peak_rss_gb": rss, "wall_s": wall})
+    res["streaming"] = stream
+    print(json.dumps(res, indent=2))
+    if args.json:
+        with open(args.json, "w") as fh:
+            fh.write(json.dumps(res, indent=2) + "\n")
+    print(f"\nhardware: {res['hardware']['cpu']}, {res['hardware']['cores']} cores, "
+          f"device {device}\n")
+    print("| measurement | result | target |\n|---|---|---|")
+    print(f"| pure decoding | {res['decode_mol_per_s']:.0f} molecules/s | |")
+    print(f"| end to end, valid molecules | {res['end_to_end_valid_mol_per_s']:.0f} "
+          f"molecules/s | |")
+    print(f"| end to end / pure decoding | {res['end_to_end_over_decode']:.2f} | >= 0.7 |")
+    for s in stream:
+        print(f"| streaming {s['n']:,} samples to .smi: peak RSS | {s['peak_rss_gb']:.2f} GB "
+              f"| flat in n |")
+
+
+if __name__ == "__main__":
+    main()
