@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
 from .config import ModelConfig
 
@@ -39,24 +38,58 @@ def gumbel_softmax(logits: torch.Tensor, tau: float, generator: torch.Generator 
 
 
 class Encoder(nn.Module):
-    """Embedding -> bidirectional GRU -> final states -> Linear -> (mu, logvar)."""
+    """Embedding -> bidirectional GRU -> final states -> Linear -> (mu, logvar).
+
+    Each direction is its own unidirectional GRU (modules ``grus[2k]`` forward and
+    ``grus[2k + 1]`` backward for layer k). The backward GRU reads every row reversed within
+    its own length and left-aligned, so both directions run on plain padded tensors and each
+    final state is read at the row's true length: the same result as a packed bidirectional
+    GRU without the cost of packing, which dominates on CPU.
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=PAD)
-        self.gru = nn.GRU(cfg.embed_dim, cfg.enc_hidden, cfg.enc_layers, batch_first=True,
-                          bidirectional=True, dropout=cfg.dropout if cfg.enc_layers > 1 else 0.0)
+        grus = []
+        for k in range(cfg.enc_layers):
+            size_in = cfg.embed_dim if k == 0 else 2 * cfg.enc_hidden
+            grus += [nn.GRU(size_in, cfg.enc_hidden, batch_first=True) for _ in range(2)]
+        self.grus = nn.ModuleList(grus)
+        self.dropout = nn.Dropout(cfg.dropout)
         self.to_latent = nn.Linear(2 * cfg.enc_hidden, 2 * cfg.latent_dim)
         self.layers = cfg.enc_layers
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        e = self.embed(x)  # (B, L, E)
-        packed = pack_padded_sequence(e, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, h = self.gru(packed)  # (layers * 2, B, H)
-        h = h.view(self.layers, 2, x.shape[0], -1)[-1]  # last layer, both directions
-        h = torch.cat([h[0], h[1]], dim=-1)  # (B, 2H)
-        mu, logvar = self.to_latent(h).chunk(2, dim=-1)  # (B, Z) each
+        lengths = lengths.to(x.device)
+        steps = torch.arange(x.shape[1], device=x.device)  # (L,)
+        valid = steps[None, :] < lengths[:, None]  # (B, L)
+        # position t of the reversed row reads position len-1-t; padding stays where it is
+        rev = torch.where(valid, lengths[:, None] - 1 - steps[None, :], steps[None, :])  # (B, L)
+        h = self.embed(x)  # (B, L, E)
+        for k in range(self.layers):
+            if k > 0:
+                h = self.dropout(h)
+            idx = rev.unsqueeze(-1).expand(-1, -1, h.shape[-1])
+            out_f, _ = self.grus[2 * k](h)  # (B, L, H)
+            out_b, _ = self.grus[2 * k + 1](torch.gather(h, 1, idx))  # reversed rows
+            out_b = torch.gather(out_b, 1, rev.unsqueeze(-1).expand(-1, -1, out_b.shape[-1]))
+            h = torch.cat([out_f, out_b], dim=-1)  # (B, L, 2H), original order
+        hidden = out_f.shape[-1]
+        last = (lengths - 1).clamp_min(0)
+        rows = torch.arange(x.shape[0], device=x.device)
+        final = torch.cat([h[rows, last, :hidden], h[:, 0, hidden:]], dim=-1)  # (B, 2H)
+        mu, logvar = self.to_latent(final).chunk(2, dim=-1)  # (B, Z) each
         return mu, logvar
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        # checkpoints from molvae 0.1 stored one packed bidirectional nn.GRU as `gru`
+        for key in [k for k in state_dict if k.startswith(prefix + "gru.")]:
+            name = key[len(prefix) + 4:]  # e.g. weight_ih_l0_reverse
+            reverse = name.endswith("_reverse")
+            base, layer = name.removesuffix("_reverse").rsplit("_l", 1)
+            index = 2 * int(layer) + int(reverse)
+            state_dict[f"{prefix}grus.{index}.{base}_l0"] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class Decoder(nn.Module):

@@ -121,7 +121,9 @@ def validate(net: MolVAE, data: TokenData, tc: TrainConfig, step: int, device: t
     tot: dict[str, float] = {"loss": 0.0, "recon": 0.0, "kl": 0.0, "acc": 0.0, "ce": 0.0}
     n_mol = n_tok = 0
     mus = []
-    beta = tc.beta_at(step)
+    # the loss at the final beta, so that validation losses compare across the KL schedule
+    # (the scheduled beta would make early, barely-regularised checkpoints look best)
+    beta = tc.beta
     for idx in batcher.epoch(0):
         x, lengths = collate(data, idx)
         x = _to_device(x, device)

@@ -7,8 +7,10 @@ gives a somewhat higher FCD (sampling noise in the 512-d ChemNet mean and covari
 somewhat lower Scaf (noisier scaffold counts); SNN, Frag, IntDiv and Filters are means or
 near-saturated and should agree closely.
 
-The first run also computes and caches the test-set statistics (~176k molecules each, several
-minutes per set on a few cores); later runs read them from the cache.
+The first run also computes and caches the statistics of both test sets (~176k molecules each;
+about 36 min per set on 2 busy CPU cores, mostly ChemNet); later runs read them from the cache
+(~/.cache/molvae/metrics by default). Measured on 2 shared CPU cores, N=30000: FCD/Test 0.048,
+SNN/Test 0.642, Frag/Test 1.000, Scaf/Test 0.948, IntDiv 0.857, IntDiv2 0.851, Filters 1.0.
 
 Usage:
     python scripts/check_metrics_train_row.py [-n 30000] [--seed 0] [--n-jobs 2] [--device cpu]

@@ -456,3 +456,38 @@ def test_from_dict_coerces_and_suggests():
         from_dict(TrainConfig, {"lr": "abc"})
     with pytest.raises(ConfigError):
         from_dict(TrainConfig, {"epochs": 1.5})
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_encoder_equals_a_packed_bidirectional_gru(layers):
+    """The unpacked two-GRU encoder gives exactly what a packed bidirectional GRU gives, and
+    loads state dicts written in the packed layout (checkpoints of molvae 0.1)."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=25, enc_layers=layers, enc_hidden=32, embed_dim=16)
+    m = MolVAE(cfg)
+    packed_sd = {}
+    for k in range(layers):
+        for base in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            packed_sd[f"{base}_l{k}"] = getattr(m.encoder.grus[2 * k], f"{base}_l0")
+            packed_sd[f"{base}_l{k}_reverse"] = getattr(m.encoder.grus[2 * k + 1], f"{base}_l0")
+    ref = torch.nn.GRU(16, 32, layers, batch_first=True, bidirectional=True)
+    ref.load_state_dict(packed_sd)
+    lengths = torch.tensor([12, 3, 5, 12, 1, 8, 9])
+    x = torch.randint(3, 25, (7, 12))
+    for i, n in enumerate(lengths):
+        x[i, n:] = 0
+    with torch.no_grad():
+        e = m.encoder.embed(x)
+        _, h = ref(pack_padded_sequence(e, lengths, batch_first=True, enforce_sorted=False))
+        h = h.view(layers, 2, 7, -1)[-1]
+        want = m.encoder.to_latent(torch.cat([h[0], h[1]], -1)).chunk(2, -1)[0]
+        got = m.encoder(x, lengths)[0]
+    assert torch.allclose(got, want, atol=1e-6)
+    old = {f"gru.{k}": v.clone() for k, v in packed_sd.items()}
+    old.update({k: v for k, v in m.encoder.state_dict().items() if not k.startswith("grus")})
+    m2 = MolVAE(cfg)
+    m2.encoder.load_state_dict(old)
+    with torch.no_grad():
+        assert torch.equal(m2.encoder(x, lengths)[0], got)
