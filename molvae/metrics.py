@@ -885,12 +885,15 @@ def fcd(
     """
     model = _fcd_model(device, n_jobs, batch_size)
     gen = [c for c in _pmap(_canonical_chunk, samples, n_jobs, False, "") if c is not None]
-    ref = [c for c in _pmap(_canonical_chunk, reference, n_jobs, False, "") if c is not None]
-    return _fcd_distance(
-        model,
-        _fcd_stats(model, ref, progress, "reference ChemNet"),
-        _fcd_stats(model, gen, progress, "ChemNet"),
-    )
+    # the reference's ChemNet statistics come from the same on-disk cache evaluate() uses
+    key = _key(reference, "reference")
+    path = None if _cache_dir(None) is None else _cache_dir(None) / f"fcd-{key[:32]}.npz"
+    pref = _load_npz(path)
+    if pref is None:
+        stats = reference_statistics(reference, fcd=True, n_jobs=n_jobs, device=device,
+                                     batch_size=batch_size, progress=progress)
+        pref = {k[4:]: v for k, v in stats.items() if k.startswith("fcd_")}
+    return _fcd_distance(model, pref, _fcd_stats(model, gen, progress, "ChemNet"))
 
 
 # --------------------------------------------------------------------------- evaluate
