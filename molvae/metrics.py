@@ -869,6 +869,7 @@ def fcd(
     device: str = "cpu",
     batch_size: int = 512,
     progress: bool = False,
+    cache_dir: str | os.PathLike | bool | None = None,
 ) -> float:
     """Frechet ChemNet Distance between valid samples and a reference set (fcd_torch).
 
@@ -879,6 +880,8 @@ def fcd(
         device: torch device for ChemNet.
         batch_size: ChemNet batch size.
         progress: progress bars on stderr.
+        cache_dir: cache of reference statistics, as in `evaluate` (None -> default folder,
+            False -> no caching).
 
     Returns:
         FCD (>= 0, up to round-off); NaN when either set has fewer than two valid molecules.
@@ -886,12 +889,19 @@ def fcd(
     model = _fcd_model(device, n_jobs, batch_size)
     gen = [c for c in _pmap(_canonical_chunk, samples, n_jobs, False, "") if c is not None]
     # the reference's ChemNet statistics come from the same on-disk cache evaluate() uses
+    folder = _cache_dir(cache_dir)
     key = _key(reference, "reference")
-    path = None if _cache_dir(None) is None else _cache_dir(None) / f"fcd-{key[:32]}.npz"
-    pref = _load_npz(path)
+    pref = _load_npz(None if folder is None else folder / f"fcd-{key[:32]}.npz")
     if pref is None:
-        stats = reference_statistics(reference, fcd=True, n_jobs=n_jobs, device=device,
-                                     batch_size=batch_size, progress=progress)
+        stats = reference_statistics(
+            reference,
+            fcd=True,
+            n_jobs=n_jobs,
+            device=device,
+            batch_size=batch_size,
+            progress=progress,
+            cache_dir=cache_dir,
+        )
         pref = {k[4:]: v for k, v in stats.items() if k.startswith("fcd_")}
     return _fcd_distance(model, pref, _fcd_stats(model, gen, progress, "ChemNet"))
 

@@ -294,8 +294,12 @@ def test_evaluate_drops_invalid_samples_from_everything_but_valid(identical, cac
         assert got[key] == pytest.approx(identical[key], abs=1e-9), key
 
 
-def test_fcd_of_disjoint_sets_is_large():
-    assert M.fcd(CHAINS, DRUGS, n_jobs=1) > 10
+def test_fcd_of_disjoint_sets_is_large(identical, cache):
+    # DRUGS' ChemNet statistics come from the cache the `identical` evaluation filled
+    assert M.fcd(CHAINS, DRUGS, n_jobs=1, cache_dir=cache) > 10
+    assert M.fcd(DRUGS, DRUGS, n_jobs=1, cache_dir=cache) == pytest.approx(
+        identical["FCD/Test"], abs=1e-9
+    )
 
 
 def test_evaluate_with_no_valid_sample(cache):
@@ -365,4 +369,5 @@ def test_train_sample_against_moses_test_set():
     assert 0.60 < got["SNN/Test"] < 0.68  # MOSES Train row: 0.6419
     assert got["Frag/Test"] > 0.99
     assert abs(got["IntDiv"] - 0.8567) < 0.01
-    assert got["FCD/Test"] < 0.6  # 0.008 for the whole train set; small samples add noise
+    # FCD is biased upward for small samples: 1.25 at n=1000, 0.048 at n=30000, 0.008 for all
+    assert got["FCD/Test"] < 2.0
