@@ -89,6 +89,8 @@ def model_card(report: dict, run: Path) -> str:
     moses = "\n".join(f"| {k} | {v:.4f} |" for k, v in r30.items())
     return f"""# molvae bundled default model: `moses_default.safetensors`
 
+{report.get("note", "")}
+
 Trained by `scripts/train_default.sh` with `scripts/configs/moses_default.toml`, finalized by
 `scripts/finalize_default.py` (which measured every number on this page).
 
@@ -150,11 +152,20 @@ def main() -> None:
     ap.add_argument("--components", type=int, nargs="+", default=[16, 64])
     ap.add_argument("--screen-n", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--note", default="", help="a status paragraph for the top of the card")
+    ap.add_argument("--card-only", action="store_true",
+                    help="rewrite MODEL_CARD.md from the saved moses_default.json, measure nothing")
     ap.add_argument("--quick", action="store_true",
                     help="interim model: 10,000-sample FCD/Filters instead of the 30,000-sample "
                     "MOSES table")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
+    run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
+    if args.card_only:
+        report = json.loads((OUT / "moses_default.json").read_text())
+        report["note"] = args.note
+        (OUT / "MODEL_CARD.md").write_text(model_card(report, run_dir))
+        return
     t_start = time.time()
     model = molvae.load(args.run)
     test, test_sf, train = (load_moses(n) for n in ("test", "test_scaffolds", "train"))
@@ -212,7 +223,7 @@ def main() -> None:
               {"evaluation": {"samples_10k": r10, "samples_30k": r30,
                               "reconstruction_1k_test": recon, "chosen_density": best}})
     (OUT / "moses_default.json").write_text(json.dumps(report, indent=2) + "\n")
-    run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
+    report["note"] = args.note
     (OUT / "MODEL_CARD.md").write_text(model_card(report, run_dir))
     print(f"wrote {OUT / 'moses_default.safetensors'} "
           f"({(OUT / 'moses_default.safetensors').stat().st_size / 1e6:.1f} MB)")
