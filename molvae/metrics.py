@@ -391,8 +391,9 @@ def _cache_dir(cache_dir: str | os.PathLike | bool | None) -> Path | None:
     if cache_dir is False:
         return None
     if cache_dir is None or cache_dir is True:
-        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        return Path(base) / "molvae" / "metrics"
+        from .data import default_cache_dir  # $MOLVAE_CACHE_DIR, else ~/.cache/molvae
+
+        return default_cache_dir() / "metrics"
     return Path(cache_dir)
 
 
@@ -1022,3 +1023,20 @@ def format_table(metrics: dict[str, float]) -> str:
     lines = [f"{'metric':<{w1}}  {'value':>{w2}}", f"{'-' * w1}  {'-' * w2}"]
     lines += [f"{k:<{w1}}  {v:>{w2}}" for k, v in rows]
     return "\n".join(lines)
+
+
+def molecule_properties(
+    smiles: Sequence[str | None], *, n_jobs: int | None = None, progress: bool = False
+) -> dict[str, np.ndarray]:
+    """Per-molecule logP, SA, QED and weight of the valid molecules (invalid ones dropped).
+
+    Args:
+        smiles: SMILES strings; invalid or empty entries are skipped.
+        n_jobs: worker processes; default all cores.
+        progress: progress bars on stderr.
+
+    Returns:
+        ``{"logP": array, "SA": array, "QED": array, "weight": array}``.
+    """
+    stats = _aggregate(_featurize(smiles, _PROPS, n_jobs, progress, "properties"), _PROPS)
+    return {name: np.asarray(stats[name], dtype=float) for name in PROPERTY_NAMES}

@@ -304,3 +304,39 @@ def test_plot_without_metrics(capsys, tmp_path):
     code, _, err = _run(capsys, "plot", tmp_path)
     assert code == 2
     assert "metrics.csv" in _error_line(err, "plot")
+
+
+def test_evaluate_cli_writes_json_and_plot(tmp_path, capsys):
+    """`molvae evaluate` on a samples file with small custom reference sets (hermetic)."""
+    import json
+
+    from molvae.cli import main
+
+    refs = ["CCOc1ccccc1C(=O)N", "c1ccc2[nH]ccc2c1", "CC(=O)Nc1ccc(O)cc1", "O=C(O)c1ccccc1O",
+            "CN1CCC[C@H]1c1cccnc1", "Cc1ccccc1NC(=O)CN(C)C", "COc1ccc(CCN)cc1",
+            "c1ccc(-c2ccccn2)cc1", "CC(C)Cc1ccc(C(C)C(=O)O)cc1", "O=C1CCCN1"] * 3
+    ref = tmp_path / "ref.smi"
+    ref.write_text("\n".join(refs) + "\n")
+    samples = tmp_path / "samples.csv"
+    samples.write_text("smiles,index,status\n" + "".join(
+        f"{s},{i},ok\n" for i, s in enumerate(refs[:10])) + ",10,invalid\n")
+    out = tmp_path / "m.json"
+    plot = tmp_path / "props.png"
+    rc = main(["-q", "evaluate", str(samples), "--test", str(ref), "--test-scaffolds", str(ref),
+               "--train", str(ref), "-o", str(out), "--plot", str(plot)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert abs(res["valid"] - 10 / 11) < 1e-9
+    assert res["Novelty"] == 0.0  # every valid sample is in the reference set
+    for key in ("FCD/Test", "SNN/Test", "Frag/Test", "IntDiv", "Filters", "logP", "SA", "QED",
+                "weight"):
+        assert key in res
+    assert "FCD/Test" in capsys.readouterr().out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_cli_needs_samples_or_model(capsys):
+    from molvae.cli import main
+
+    assert main(["evaluate"]) == 2
+    assert "samples" in capsys.readouterr().err
