@@ -82,7 +82,8 @@ def model_card(report: dict, run: Path) -> str:
     protocol = ("INTERIM MODEL, measured with --quick on the 10,000 samples above, not the "
                 "30,000-sample MOSES protocol:" if report["quick"] else
                 "30,000 samples against the MOSES test sets (MOSES protocol; FCD with fcd_torch):")
-    n_params = sum(p.numel() for p in molvae.load(report["checkpoint"]).net.parameters())
+    n_params = sum(p.numel() for p in molvae.load(run / Path(report["checkpoint"]).name
+                                                  ).net.parameters())
     r10, r30 = report["samples_10k"], report["samples_30k"]
     screen = "\n".join(f"| {k} | {v['valid']:.4f} | {v['unique']:.4f} | {v['FCD/Test']:.3f} | "
                        f"{v['Filters']:.3f} |" for k, v in report["screen"].items())
@@ -169,7 +170,9 @@ def main() -> None:
     t_start = time.time()
     model = molvae.load(args.run)
     test, test_sf, train = (load_moses(n) for n in ("test", "test_scaffolds", "train"))
-    report: dict = {"run": str(args.run), "checkpoint": model.path, "step": model.meta.get("step"),
+    # record the run by folder and file name only: absolute paths are machine-specific
+    short = "/".join(Path(model.path).parts[-2:])
+    report: dict = {"run": short, "checkpoint": short, "step": model.meta.get("step"),
                     "hardware": {"cpu": platform.processor() or platform.machine(),
                                  "cores": os.cpu_count(), "torch": torch.__version__}}
 
