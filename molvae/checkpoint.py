@@ -91,7 +91,7 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
     import platform
 
     import rdkit
@@ -110,7 +110,7 @@ def to_bytes(model: Model, extra: dict[str, Any] | None = None) -> bytes:
     meta.update(extra or {})
     meta.update({"format": FORMAT, "format_version": FORMAT_VERSION,
                  "model_config": to_dict(model.config), "vocab": model.vocab.to_dict(),
-                 "prior": model.prior, "versions": _versions()})
+                 "prior": model.prior, "versions": versions()})
     header = {"molvae": json.dumps(meta, sort_keys=True), "sha256": _digest(tensors)}
     return st_save(tensors, metadata=header)
 

@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import chem
-from .vocab import BOS, EOS, PAD, Vocab, symbols_of
+from .vocab import EOS, PAD, Vocab, symbols_of
 
 __all__ = [
     "DataFileError",
@@ -38,6 +38,9 @@ __all__ = [
     "BucketBatcher",
     "collate",
     "file_sha256",
+    "write_rejects",
+    "pad_ids",
+    "default_cache_dir",
 ]
 
 log = logging.getLogger(__name__)
@@ -474,4 +477,3 @@ def pad_ids(rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(out), torch.from_numpy(lengths)
 
 
-__all__ += ["write_rejects", "pad_ids", "default_cache_dir", "BOS"]

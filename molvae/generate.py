@@ -358,7 +358,3 @@ def elbo(model: Model, smiles: Sequence[Any], n_samples: int = 8, seed: int | No
     return {"neg_elbo": neg, "recon": rec, "kl": kl}
 
 
-def fraction_valid(smiles: Sequence[str | None]) -> float:
-    return sum(s is not None for s in smiles) / max(len(smiles), 1)
-
-

@@ -169,10 +169,6 @@ def exact_reconstruction(net: MolVAE, data: TokenData, n: int, device: torch.dev
     return hits / max(len(idx), 1)
 
 
-def _versions() -> dict[str, str]:
-    return ckpt._versions()
-
-
 def _load_run_config(out_dir: Path) -> dict[str, Any]:
     path = out_dir / "config.json"
     if not path.exists():
@@ -256,7 +252,7 @@ def train(data_path: str | Path, out_dir: str | Path, *, val_path: str | Path | 
 
     run_info = {
         "model_config": to_dict(mc), "train_config": to_dict(tc), "seed": seed,
-        "device": str(dev), "versions": _versions(), "command": command or " ".join(sys.argv),
+        "device": str(dev), "versions": ckpt.versions(), "command": command or " ".join(sys.argv),
         "data": {"path": str(Path(data_path).resolve()), "sha256": data_sha,
                  "molecules": len(data), "rejected": len(data.rejects),
                  "train": len(train_data), "val": len(val),
