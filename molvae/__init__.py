@@ -9,12 +9,14 @@ from .config import ConfigError, ModelConfig, TrainConfig
 from .data import DataFileError
 from .generate import (
     MoleculeError,
+    active_units,
     decode,
     elbo,
     encode,
     interpolate,
     neighbours,
     reconstruct,
+    reconstruction_rate,
     sample,
 )
 from .train import TrainingError, train
@@ -49,6 +51,8 @@ __all__ = [
     "encode",
     "decode",
     "reconstruct",
+    "reconstruction_rate",
+    "active_units",
     "interpolate",
     "neighbours",
     "elbo",

@@ -225,6 +225,33 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_latent_map(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .cli import UsageError
+    from .draw import latent_map
+    from .generate import encode, prepare_inputs
+    from .metrics import load_moses, molecule_properties
+    if args.n < 3:
+        raise UsageError(f"-n {args.n}: a latent map needs at least 3 molecules")
+    mols = (_read_smiles_file(args.molecules, args.smiles_column) if args.molecules
+            else load_moses("test"))
+    if len(mols) > args.n:  # a seeded random subset, in file order
+        rng = np.random.default_rng(0 if args.seed is None else args.seed)
+        mols = [mols[i] for i in np.sort(rng.choice(len(mols), args.n, replace=False))]
+    model = _load_model(args)
+    good = [s for s in prepare_inputs(model, mols).smiles if s is not None]
+    if len(good) < len(mols):
+        log.warning("%d of %d molecules could not be encoded and are left out",
+                    len(mols) - len(good), len(mols))
+    if len(good) < 3:
+        raise UsageError(f"only {len(good)} of the molecules could be encoded; need at least 3")
+    values = molecule_properties(good)[args.property]
+    latent_map(encode(model, good).numpy(), values, args.output, label=args.property)
+    log.info("wrote %s (%d molecules, coloured by %s)", args.output, len(good), args.property)
+    return 0
+
+
 def add_eval_commands(sub: argparse._SubParsersAction) -> None:
     v = sub.add_parser("evaluate", help="MOSES metrics of samples (or of a model's samples)")
     v.add_argument("samples", nargs="?", default=None, help=".csv/.smi of generated SMILES")
@@ -244,3 +271,15 @@ def add_eval_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run folder (or its metrics.csv)")
     p.add_argument("-o", "--output", default=None, help=".png or .svg (default: RUN/...png)")
     p.set_defaults(func=cmd_plot)
+
+    m = sub.add_parser("latent-map", help="2-D PCA map of encoded molecules, coloured by a "
+                       "property")
+    m.add_argument("molecules", nargs="?", default=None,
+                   help=".smi/.csv/.sdf to encode (default: the MOSES test set)")
+    m.add_argument("-n", type=int, default=5000, help="at most this many molecules, a seeded "
+                   "random subset (default 5000)")
+    m.add_argument("--property", default="QED", choices=["logP", "SA", "QED", "weight"])
+    m.add_argument("--smiles-column", default=None)
+    m.add_argument("-o", "--output", default="latent_map.png", help=".png or .svg")
+    _add_model_args(m)
+    m.set_defaults(func=cmd_latent_map)

@@ -24,6 +24,7 @@ from .data import _pool_context, pad_ids
 from .vocab import EOS, Vocab
 
 __all__ = ["MoleculeError", "sample", "iter_sample", "encode", "decode", "reconstruct",
+           "reconstruction_rate", "active_units",
            "interpolate", "neighbours", "elbo", "prepare_inputs", "sample_latent"]
 
 
@@ -172,6 +173,7 @@ def decode(model: Model, z: torch.Tensor | np.ndarray, temperature: float = 0.0,
 class PreparedInputs:
     ids: list[list[int] | None]
     problems: list[tuple[int, Any, str, str]]
+    smiles: list[str | None]  # the standardized canonical SMILES; None where ids is None
 
 
 def prepare_inputs(model: Model, items: Sequence[Any]) -> PreparedInputs:
@@ -180,12 +182,14 @@ def prepare_inputs(model: Model, items: Sequence[Any]) -> PreparedInputs:
         raise TypeError("pass a list of molecules, e.g. encode(model, ['CCO'])")
     cfg = model.config
     ids: list[list[int] | None] = []
+    canonical: list[str | None] = []
     problems = []
     with chem.constraints(model.vocab.constraints):
         for i, item in enumerate(items):
             p = chem.prepare(item, largest_fragment=cfg.largest_fragment,
                              keep_stereo=cfg.keep_stereo)
             shown = chem.canonical_smiles(item) if chem.is_mol(item) else item
+            canonical.append(p.smiles)
             if not p.ok:
                 problems.append((i, shown, p.status, p.reason))
                 ids.append(None)
@@ -203,7 +207,8 @@ def prepare_inputs(model: Model, items: Sequence[Any]) -> PreparedInputs:
                 ids.append(None)
                 continue
             ids.append(row)
-    return PreparedInputs(ids, problems)
+    smiles = [None if r is None else p for r, p in zip(ids, canonical)]
+    return PreparedInputs(ids, problems, smiles)
 
 
 def _check_errors(errors: str) -> None:
@@ -261,6 +266,36 @@ def reconstruct(model: Model, smiles: Sequence[Any], temperature: float = 0.0,
         for i, s in zip(torch.nonzero(ok).flatten().tolist(), decoded):
             out[i] = s
     return out
+
+
+def reconstruction_rate(model: Model, smiles: Sequence[Any]) -> float:
+    """Fraction of molecules that come back exactly: greedy decode from the posterior mean,
+    compared as canonical SMILES after the model's own standardization. A molecule the model
+    cannot encode (unknown token, too long, invalid) counts as a miss.
+
+    Raises:
+        ValueError: no molecules.
+    """
+    if len(smiles) == 0:
+        raise ValueError("reconstruction_rate() needs at least one molecule")
+    prep = prepare_inputs(model, smiles)
+    out = reconstruct(model, smiles)
+    hits = sum(s is not None and s == target for s, target in zip(out, prep.smiles))
+    return hits / len(smiles)
+
+
+def active_units(model: Model, smiles: Sequence[Any], threshold: float = 0.01) -> int:
+    """Latent dimensions whose posterior mean varies across molecules: Var_x(E[z_d | x]) above
+    ``threshold`` (Burda et al. 2016). Molecules the model cannot encode are left out.
+
+    Raises:
+        ValueError: fewer than two molecules can be encoded.
+    """
+    z = encode(model, smiles, errors="nan")
+    z = z[~torch.isnan(z).any(1)]
+    if len(z) < 2:
+        raise ValueError("active_units() needs at least two molecules the model can encode")
+    return int((z.var(0) > threshold).sum())
 
 
 def _slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

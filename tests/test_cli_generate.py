@@ -340,3 +340,30 @@ def test_evaluate_cli_needs_samples_or_model(capsys):
 
     assert main(["evaluate"]) == 2
     assert "samples" in capsys.readouterr().err
+
+
+def test_latent_map_cli_draws_encoded_molecules(capsys, caplog, tmp_path, run_dir):
+    mols = tmp_path / "mols.smi"
+    mols.write_text("\n".join(["CCO", "c1ccccc1", "CC(=O)Nc1ccc(O)cc1", "CCN", "xyz",
+                               "OCCO", "c1ccncc1"]) + "\n")
+    png = tmp_path / "map.png"
+    code, _, err = _run(capsys, "latent-map", mols, "--model", run_dir, "-o", png,
+                        "--property", "logP")
+    assert code == 0, err
+    assert png.read_bytes()[:8] == PNG_MAGIC
+    assert "1 of 7 molecules could not be encoded" in caplog.text
+    svg = tmp_path / "map.svg"
+    code, _, err = _run(capsys, "-q", "latent-map", mols, "--model", run_dir, "-o", svg, "-n", 4)
+    assert code == 0, err
+    assert ET.parse(svg).getroot().tag.endswith("svg")
+
+
+def test_latent_map_cli_bad_input(capsys, tmp_path, run_dir):
+    mols = tmp_path / "mols.smi"
+    mols.write_text("CCO\nxyz\n")
+    code, _, err = _run(capsys, "latent-map", mols, "--model", run_dir, "-o", tmp_path / "m.png")
+    assert code == 2
+    assert "need at least 3" in _error_line(err, "latent-map")
+    code, _, err = _run(capsys, "latent-map", mols, "--model", run_dir, "-n", 2)
+    assert code == 2
+    assert "at least 3 molecules" in _error_line(err, "latent-map")

@@ -285,6 +285,29 @@ def test_reconstruct_keeps_length_and_marks_bad_inputs(model):
         molvae.reconstruct(model, "CCO")
 
 
+def test_reconstruction_rate_counts_exact_round_trips_and_bad_inputs_as_misses(model):
+    good = GOOD + ["CCN", "CC(C)O", "c1ccncc1", "OCCO"]
+    back = molvae.reconstruct(model, good)
+    hits = sum(b == _canonical(g) for b, g in zip(back, good))
+    assert molvae.reconstruction_rate(model, good) == hits / len(good)
+    with_bad = good + ["xyz", None, "C*"]
+    assert molvae.reconstruction_rate(model, with_bad) == hits / len(with_bad)
+    assert molvae.reconstruction_rate(model, ["xyz"]) == 0.0
+    with pytest.raises(ValueError, match="at least one"):
+        molvae.reconstruction_rate(model, [])
+
+
+def test_active_units_is_the_count_of_varying_posterior_means(model):
+    mols = GOOD + ["CCN", "CC(C)O", "c1ccncc1", "OCCO", "xyz"]
+    z = molvae.encode(model, mols[:-1])
+    expected = int((z.var(0) > 0.01).sum())
+    assert molvae.active_units(model, mols) == expected
+    assert molvae.active_units(model, mols, threshold=-1.0) == model.config.latent_dim
+    assert molvae.active_units(model, mols, threshold=1e9) == 0
+    with pytest.raises(ValueError, match="at least two"):
+        molvae.active_units(model, ["CCO", "xyz"])
+
+
 # ------------------------------------------------------------------------------ interpolate
 @pytest.mark.parametrize("method", ["linear", "slerp"])
 @pytest.mark.parametrize("steps", [2, 5])

@@ -10,6 +10,7 @@ import pytest
 from rdkit import Chem, DataStructs
 from rdkit.Chem import Descriptors, rdFingerprintGenerator
 
+from molvae import _features as F
 from molvae import metrics as M
 
 # 50 molecules drawn (seed 7) from the MOSES training set: drug-like, all pass the MOSES filters.
@@ -322,8 +323,8 @@ def test_reference_statistics_are_cached(identical, cache):
 
 
 def test_process_pool_gives_the_same_numbers(monkeypatch):
-    monkeypatch.setattr(M, "_MIN_PARALLEL", 0)
-    monkeypatch.setattr(M, "_CHUNK", 7)
+    monkeypatch.setattr(F, "_MIN_PARALLEL", 0)
+    monkeypatch.setattr(F, "_CHUNK", 7)
     samples = DRUGS + INVALID
     assert M.fraction_valid(samples, n_jobs=2) == 50 / 56
     assert M.snn(DRUGS[:20], DRUGS[20:], n_jobs=2) == M.snn(DRUGS[:20], DRUGS[20:], n_jobs=1)

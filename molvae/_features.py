@@ -1,0 +1,484 @@
+"""Internals of molvae.metrics: per-molecule features, the parallel map, the Tanimoto kernel,
+the on-disk caches of reference statistics and the fcd_torch plumbing.
+
+Split out of metrics.py so that module reads as the list of MOSES metrics; nothing here is public
+API. Cache keys (``_key``) must stay stable: a change re-computes every cached reference set
+(about 20 minutes per MOSES test set on two CPU cores), so bump ``_CACHE_VERSION`` only when a
+definition changes.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import importlib.util
+import math
+import multiprocessing
+import os
+import sys
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache, partial
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import rdkit
+from rdkit import Chem, RDConfig, rdBase
+from rdkit.Chem import Crippen, Descriptors, rdFingerprintGenerator
+from rdkit.Chem.QED import qed
+from rdkit.Chem.Scaffolds import MurckoScaffold
+from scipy.stats import wasserstein_distance
+from tqdm import tqdm
+
+_DATA_FILES = Path(__file__).resolve().parent / "data_files"
+
+FP_RADIUS, FP_BITS = 2, 1024  # MOSES: Morgan, radius 2, 1024 bits
+FILTER_ATOMS = frozenset({"C", "N", "S", "O", "F", "Cl", "Br", "H"})
+MAX_RING_SIZE = 7  # MOSES rejects any ring with len(ring) >= 8
+SCAFFOLD_MIN_RINGS = 2  # MOSES compute_scaffolds(min_rings=2): smaller scaffolds are not counted
+PROPERTY_NAMES = ("logP", "SA", "QED", "weight")
+
+# Bump when a definition changes: it is part of every cache key.
+_CACHE_VERSION = "molvae-metrics-1"
+_CHUNK = 256  # molecules per worker task
+_MIN_PARALLEL = 2000  # below this many molecules a process pool costs more than it saves
+_ROWS, _COLS = 2048, 8192  # Tanimoto block: (2048, 8192) float32 = 64 MiB
+
+# What _featurize_chunk computes for each molecule; a bit mask keeps pickled tasks tiny.
+_FP, _FRAG, _SCAF, _PROPS, _FILTERS = 1, 2, 4, 8, 16
+_REF = _FP | _FRAG | _SCAF | _PROPS
+_ALL = _REF | _FILTERS
+
+Stats = dict[str, np.ndarray]
+
+
+# --------------------------------------------------------------------------- per molecule
+
+
+def _to_mol(smiles: object) -> Chem.Mol | None:
+    """Parses one sample; None for non-strings, blanks, inner whitespace, unparsable or empty."""
+    if not isinstance(smiles, str):
+        return None
+    text = smiles.strip()
+    # RDKit reads "CCO name" as ethanol named "name"; a sample with a space in it is not a SMILES.
+    if not text or any(c.isspace() for c in text):
+        return None
+    mol = Chem.MolFromSmiles(text)
+    if mol is None or mol.GetNumAtoms() == 0:
+        return None
+    return mol
+
+
+@lru_cache(maxsize=1)
+def _morgan() -> Any:
+    return rdFingerprintGenerator.GetMorganGenerator(radius=FP_RADIUS, fpSize=FP_BITS)
+
+
+@lru_cache(maxsize=1)
+def _sascorer() -> ModuleType:
+    """Loads RDKit Contrib's sascorer.py from its file, leaving sys.path alone."""
+    path = Path(RDConfig.RDContribDir) / "SA_Score" / "sascorer.py"
+    if not path.is_file():
+        raise ImportError(f"RDKit's SA_Score contrib module is missing: {path}")
+    spec = importlib.util.spec_from_file_location("_molvae_sascorer", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@lru_cache(maxsize=1)
+def _filter_patterns() -> tuple[Chem.Mol, ...]:
+    """The MCF and PAINS SMARTS of MOSES, parsed once per process."""
+    with open(_DATA_FILES / "mcf.csv", newline="") as f:
+        smarts = [row["smarts"] for row in csv.DictReader(f)]
+    with open(_DATA_FILES / "wehi_pains.csv", newline="") as f:
+        # No header; the SMARTS field is padded with spaces after its closing quote.
+        smarts += [row[0].strip() for row in csv.reader(f) if row]
+    patterns = tuple(Chem.MolFromSmarts(s) for s in smarts)
+    bad = [s for s, p in zip(smarts, patterns, strict=True) if p is None]
+    if bad:
+        raise RuntimeError(f"unparsable filter SMARTS in {_DATA_FILES}: {bad[:3]}")
+    return patterns
+
+
+def _passes(mol: Chem.Mol) -> bool:
+    if any(len(ring) > MAX_RING_SIZE for ring in mol.GetRingInfo().AtomRings()):
+        return False
+    if any(a.GetFormalCharge() != 0 or a.GetSymbol() not in FILTER_ATOMS for a in mol.GetAtoms()):
+        return False
+    with_h = Chem.AddHs(mol)  # several MCF/PAINS patterns name explicit hydrogens
+    if any(with_h.HasSubstructMatch(p) for p in _filter_patterns()):
+        return False
+    smiles = Chem.MolToSmiles(mol, isomericSmiles=False)
+    return bool(smiles) and Chem.MolFromSmiles(smiles) is not None
+
+
+def _scaffold(mol: Chem.Mol) -> str | None:
+    try:
+        scaffold = MurckoScaffold.GetScaffoldForMol(mol)
+    except (ValueError, RuntimeError):
+        return None
+    smiles = Chem.MolToSmiles(scaffold)
+    if not smiles or scaffold.GetRingInfo().NumRings() < SCAFFOLD_MIN_RINGS:
+        return None
+    return smiles
+
+
+def _safe(func: Callable[[Chem.Mol], float], mol: Chem.Mol) -> float:
+    try:
+        value = func(mol)
+    except Exception:  # a descriptor failing on one odd molecule must not sink the batch
+        return math.nan
+    return math.nan if value is None else float(value)
+
+
+def _featurize_chunk(chunk: Sequence[object], flags: int) -> list[tuple | None]:
+    """Worker: one tuple per input, None where invalid.
+
+    Tuple: (canonical SMILES, packed fingerprint, BRICS fragments, scaffold, properties, passes).
+    """
+    out: list[tuple | None] = []
+    with rdBase.BlockLogs():
+        for item in chunk:
+            mol = _to_mol(item)
+            if mol is None:
+                out.append(None)
+                continue
+            out.append(
+                (
+                    Chem.MolToSmiles(mol),
+                    np.packbits(_morgan().GetFingerprintAsNumPy(mol)) if flags & _FP else None,
+                    Chem.MolToSmiles(Chem.FragmentOnBRICSBonds(mol)).split(".")
+                    if flags & _FRAG
+                    else None,
+                    _scaffold(mol) if flags & _SCAF else None,
+                    (
+                        _safe(Crippen.MolLogP, mol),
+                        _safe(_sascorer().calculateScore, mol),
+                        _safe(qed, mol),
+                        _safe(Descriptors.MolWt, mol),
+                    )
+                    if flags & _PROPS
+                    else None,
+                    _passes(mol) if flags & _FILTERS else None,
+                )
+            )
+    return out
+
+
+def _canonical_chunk(chunk: Sequence[object]) -> list[str | None]:
+    with rdBase.BlockLogs():
+        return [None if (m := _to_mol(s)) is None else Chem.MolToSmiles(m) for s in chunk]
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+def _jobs(n_jobs: int | None) -> int:
+    return max(1, os.cpu_count() or 1) if n_jobs is None else max(1, int(n_jobs))
+
+
+def _pmap(
+    func: Callable[[list], list], items: Sequence, n_jobs: int | None, progress: bool, desc: str
+) -> list:
+    """Maps a chunk function over items in order, in a process pool when it pays."""
+    items = list(items)
+    chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+    n_jobs = min(_jobs(n_jobs), len(chunks))
+    out: list = []
+    with tqdm(
+        total=len(items), desc=desc, unit="mol", disable=not progress, file=sys.stderr
+    ) as bar:
+        if n_jobs <= 1 or len(items) < _MIN_PARALLEL:
+            results: Iterable[list] = map(func, chunks)
+            for chunk, result in zip(chunks, results, strict=True):
+                out.extend(result)
+                bar.update(len(chunk))
+        else:
+            with multiprocessing.get_context().Pool(n_jobs) as pool:
+                for chunk, result in zip(chunks, pool.imap(func, chunks), strict=True):
+                    out.extend(result)
+                    bar.update(len(chunk))
+    return out
+
+
+def _featurize(
+    smiles: Sequence[object], flags: int, n_jobs: int | None, progress: bool, desc: str
+) -> list[tuple | None]:
+    """_featurize_chunk over a whole list, computing each distinct string once."""
+    index: dict[object, int] = {}
+    keys = [index.setdefault(s if isinstance(s, str) else None, len(index)) for s in smiles]
+    unique = list(index)
+    done = _pmap(partial(_featurize_chunk, flags=flags), unique, n_jobs, progress, desc)
+    return [done[k] for k in keys]
+
+
+def _aggregate(results: Iterable[tuple | None], flags: int) -> Stats:
+    """Turns per-molecule tuples (invalid ones skipped) into arrays and count tables."""
+    valid = [r for r in results if r is not None]
+    stats: Stats = {}
+    if flags & _FP:
+        fps = [r[1] for r in valid]
+        stats["fps"] = np.stack(fps) if fps else np.zeros((0, FP_BITS // 8), np.uint8)
+    for flag, name, column in ((_FRAG, "frag", 2), (_SCAF, "scaf", 3)):
+        if flags & flag:
+            counts: Counter[str] = Counter()
+            for r in valid:
+                if flag == _FRAG:
+                    counts.update(r[column])
+                elif r[column] is not None:
+                    counts[r[column]] += 1
+            stats[f"{name}_keys"] = np.array(sorted(counts), dtype=str)
+            stats[f"{name}_counts"] = np.array([counts[k] for k in stats[f"{name}_keys"]], np.int64)
+    if flags & _PROPS:
+        props = np.array([r[4] for r in valid], np.float64).reshape(-1, len(PROPERTY_NAMES))
+        for i, name in enumerate(PROPERTY_NAMES):
+            stats[name] = props[:, i]
+    if flags & _FILTERS:
+        stats["passes"] = np.array([r[5] for r in valid], bool)
+    return stats
+
+
+def _counts(stats: Stats, name: str) -> dict[str, int]:
+    keys, counts = stats[f"{name}_keys"].tolist(), stats[f"{name}_counts"].tolist()
+    return dict(zip(keys, counts, strict=True))
+
+
+def _cosine(ref: dict[str, int], gen: dict[str, int]) -> float:
+    """Cosine similarity of two count tables; NaN when either is empty (as MOSES)."""
+    if not ref or not gen:
+        return math.nan
+    dot = sum(count * ref.get(key, 0) for key, count in gen.items())
+    norm = math.sqrt(sum(c * c for c in ref.values())) * math.sqrt(sum(c * c for c in gen.values()))
+    return dot / norm
+
+
+def _tanimoto(
+    query: np.ndarray, ref: np.ndarray, *, moments: bool, device: str, progress: bool, desc: str
+) -> np.ndarray:
+    """Reduces the Tanimoto matrix of packed fingerprints block by block.
+
+    Args:
+        query: (n, 128) uint8 packed fingerprints.
+        ref: (m, 128) uint8 packed fingerprints.
+        moments: False -> max over ref per query row, shape (n,); True -> per-row sums of T and
+            T**2, shape (n, 2). 0/0 (two empty fingerprints) counts as 1, as in MOSES.
+        device: torch device for the matrix products.
+        progress: show a progress bar on stderr.
+        desc: its label.
+
+    Returns:
+        float64 array as described for `moments`.
+    """
+    import torch
+
+    def unpack(packed: np.ndarray) -> torch.Tensor:
+        bits = np.unpackbits(packed, axis=1)  # (k, 1024) of 0/1
+        return torch.from_numpy(bits).to(device=device, dtype=torch.float32)
+
+    q = unpack(query)  # (n, 1024)
+    q_count = q.sum(1)
+    out = torch.zeros((len(q), 2) if moments else len(q), dtype=torch.float64, device=device)
+    with (
+        torch.no_grad(),
+        tqdm(total=len(ref), desc=desc, unit="mol", disable=not progress, file=sys.stderr) as bar,
+    ):
+        for j in range(0, len(ref), _COLS):
+            r = unpack(ref[j : j + _COLS])  # (c, 1024)
+            r_count = r.sum(1)
+            has_empty = bool((r_count == 0).any() or (q_count == 0).any())
+            for i in range(0, len(q), _ROWS):
+                inter = q[i : i + _ROWS] @ r.T  # (b, c): exact small integers in float32
+                union = q_count[i : i + _ROWS, None] + r_count[None, :] - inter
+                t = inter.div_(union)
+                if has_empty:
+                    t = t.nan_to_num_(nan=1.0)
+                if moments:
+                    out[i : i + _ROWS, 0] += t.sum(1, dtype=torch.float64)
+                    out[i : i + _ROWS, 1] += (t * t).sum(1, dtype=torch.float64)
+                else:
+                    out[i : i + _ROWS] = torch.maximum(out[i : i + _ROWS], t.max(1).values)
+            bar.update(len(r))
+    return out.cpu().numpy()
+
+
+def _unique_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    view = np.ascontiguousarray(a).view(np.dtype((np.void, a.shape[1])))
+    _, first, inverse = np.unique(view.ravel(), return_index=True, return_inverse=True)
+    return a[first], inverse.ravel()
+
+
+def _snn(gen: Stats, ref: Stats, device: str, progress: bool, desc: str = "SNN") -> float:
+    if len(gen["fps"]) == 0 or len(ref["fps"]) == 0:
+        return math.nan
+    query, inverse = _unique_rows(gen["fps"])
+    best = _tanimoto(
+        query,
+        _unique_rows(ref["fps"])[0],
+        moments=False,
+        device=device,
+        progress=progress,
+        desc=desc,
+    )
+    return float(best[inverse].mean())
+
+
+def _int_divs(gen: Stats, device: str, progress: bool) -> tuple[float, float]:
+    fps = gen["fps"]
+    if len(fps) == 0:
+        return math.nan, math.nan
+    sums = _tanimoto(fps, fps, moments=True, device=device, progress=progress, desc="IntDiv")
+    means = sums / len(fps)  # (n, 2): per molecule, mean T and mean T**2 over all (incl. self)
+    return float(1 - means[:, 0].mean()), float(1 - np.sqrt(means[:, 1]).mean())
+
+
+def _wasserstein(gen: np.ndarray, ref: np.ndarray) -> float:
+    gen, ref = gen[np.isfinite(gen)], ref[np.isfinite(ref)]
+    if len(gen) == 0 or len(ref) == 0:
+        return math.nan
+    return float(wasserstein_distance(ref, gen))
+
+
+# --------------------------------------------------------------------------- caching
+
+
+def _cache_dir(cache_dir: str | os.PathLike | bool | None) -> Path | None:
+    if cache_dir is False:
+        return None
+    if cache_dir is None or cache_dir is True:
+        from .data import default_cache_dir  # $MOLVAE_CACHE_DIR, else ~/.cache/molvae
+
+        return default_cache_dir() / "metrics"
+    return Path(cache_dir)
+
+
+def _key(smiles: Iterable[str], what: str) -> str:
+    h = hashlib.sha256(f"{_CACHE_VERSION}\n{what}\nrdkit {rdkit.__version__}\n".encode())
+    for s in sorted(smiles):
+        h.update(s.encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def _load_npz(path: Path | None) -> Stats | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError):  # corrupt or truncated: compute again
+        return None
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    """Writes through a temporary file and a rename, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except OSError as e:  # a read-only cache must not stop an evaluation
+        warnings.warn(f"could not write metrics cache {path}: {e}", RuntimeWarning, stacklevel=3)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- FCD
+
+
+def _fcd_model(device: str, n_jobs: int | None, batch_size: int) -> Any:
+    from fcd_torch import FCD
+
+    return FCD(device=device, n_jobs=_jobs(n_jobs), batch_size=batch_size)
+
+
+def _fcd_stats(model: Any, smiles: Sequence[str], progress: bool, desc: str) -> Stats:
+    """ChemNet activation mean and covariance: FCD.precalc, run in chunks for a progress bar."""
+    if len(smiles) < 2:
+        return {}
+    smiles = list(smiles)
+    step = 16384
+    acts = []
+    with (
+        warnings.catch_warnings(),
+        tqdm(
+            total=len(smiles), desc=desc, unit="mol", disable=not progress, file=sys.stderr
+        ) as bar,
+    ):
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="fcd_torch")
+        for i in range(0, len(smiles), step):
+            acts.append(model.get_predictions(smiles[i : i + step]))
+            bar.update(len(acts[-1]))
+    x = np.concatenate(acts)
+    return {"mu": x.mean(0), "sigma": np.cov(x.T)}  # exactly what FCD.precalc returns
+
+
+def _fcd_distance(model: Any, pref: Stats, pgen: Stats) -> float:
+    if not pref or not pgen:
+        return math.nan
+    with warnings.catch_warnings():
+        # fcd_torch 1.0.7 calls numpy/scipy APIs that newer releases deprecate
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="fcd_torch")
+        return float(model.metric(pref=pref, pgen=pgen))
+
+
+
+
+# --------------------------------------------------------------------------- references
+
+def _reference_features(
+    reference: Sequence[str], key: str, n_jobs: int | None, progress: bool, cache_dir: Any
+) -> Stats:
+    folder = _cache_dir(cache_dir)
+    path = None if folder is None else folder / f"ref-{key[:32]}.npz"
+    stats = _load_npz(path)
+    if stats is None:
+        results = _featurize(reference, _REF, n_jobs, progress, "reference features")
+        bad = sum(r is None for r in results)
+        if bad:
+            warnings.warn(
+                f"{bad} of {len(results)} reference SMILES are invalid; skipped",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        stats = _aggregate(results, _REF)
+        stats["smiles"] = np.array([r[0] for r in results if r is not None], dtype=str)
+        if path is not None:
+            _atomic_write(path, lambda f: np.savez_compressed(f, **stats))
+    return stats
+
+
+def _add_reference_fcd(stats: Stats, key: str, model: Any, progress: bool, cache_dir: Any) -> None:
+    folder = _cache_dir(cache_dir)
+    path = None if folder is None else folder / f"fcd-{key[:32]}.npz"
+    pref = _load_npz(path)
+    if pref is None:
+        pref = _fcd_stats(model, stats["smiles"].tolist(), progress, "reference ChemNet")
+        if path is not None and pref:
+            _atomic_write(path, lambda f: np.savez_compressed(f, **pref))
+    stats.update({f"fcd_{k}": v for k, v in pref.items()})
+
+
+def _canonical_set(
+    smiles: Sequence[str], n_jobs: int | None, progress: bool, cache_dir: Any
+) -> set[str]:
+    """Canonical SMILES of a (training) set, cached as gzip text: RDKit versions differ."""
+    folder = _cache_dir(cache_dir)
+    path = None if folder is None else folder / f"canonical-{_key(smiles, 'canon')[:32]}.smi.gz"
+    if path is not None and path.is_file():
+        try:
+            with gzip.open(path, "rt") as f:
+                return set(f.read().split("\n")) - {""}
+        except (OSError, EOFError):
+            pass
+    canonical = set(_pmap(_canonical_chunk, smiles, n_jobs, progress, "train canonical")) - {None}
+    if path is not None:
+        text = "\n".join(sorted(canonical)).encode()
+        _atomic_write(path, lambda f: f.write(gzip.compress(text, compresslevel=6)))
+    return canonical
