@@ -7,11 +7,11 @@ active latent units on 5,000 more are added, because MOSES reports neither.
 
     python scripts/benchmark_moses.py                          # the bundled model
     python scripts/benchmark_moses.py runs/x/last.safetensors -n 30000 --seed 0
-    python scripts/benchmark_moses.py --readme README.md       # also refresh README's table
+    python scripts/benchmark_moses.py --out molvae/pretrained/moses_benchmark --readme README.md
 
 Writes PREFIX.json (every number, the model, seeds, hardware and wall times), PREFIX.md (the
 tables) and PREFIX_properties.png (logP, SA, QED and weight of the samples against the test
-set), PREFIX defaulting to results/moses_benchmark; prints the markdown. With --readme the
+set), PREFIX defaulting to ./moses_benchmark; prints the markdown. With --readme the
 markdown replaces the block between the markers
     <!-- benchmark_moses:start --> and <!-- benchmark_moses:end -->
 of that file, so the README's results section is always this script's output.
@@ -203,8 +203,9 @@ def main() -> None:
     ap.add_argument("--au-n", type=int, default=5000)
     ap.add_argument("--label", default="molvae (bundled)")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--out", default=str(ROOT / "results" / "moses_benchmark"),
-                    help="output prefix for .json and .md")
+    ap.add_argument("--out", default="moses_benchmark",
+                    help="output prefix for .json, .md and _properties.png (default: "
+                    "./moses_benchmark; the bundled model's are in molvae/pretrained/)")
     ap.add_argument("--readme", default=None, help="a markdown file whose benchmark block to "
                     "replace with the tables")
     args = ap.parse_args()
