@@ -279,8 +279,12 @@ def reconstruction_rate(model: Model, smiles: Sequence[Any]) -> float:
     if len(smiles) == 0:
         raise ValueError("reconstruction_rate() needs at least one molecule")
     prep = prepare_inputs(model, smiles)
-    out = reconstruct(model, smiles)
-    hits = sum(s is not None and s == target for s, target in zip(out, prep.smiles))
+    good = [i for i, r in enumerate(prep.ids) if r is not None]
+    if not good:
+        return 0.0
+    mu, _ = _posterior(model, [prep.ids[i] for i in good], 1000)  # type: ignore[misc]
+    out = decode(model, mu)
+    hits = sum(s is not None and s == prep.smiles[i] for i, s in zip(good, out))
     return hits / len(smiles)
 
 

@@ -69,29 +69,26 @@ def with_prior(model: molvae.Model, kind: str, tensors: dict | None = None,
     return m
 
 
-def _quality(s: list) -> dict:
-    return {"valid": fraction_valid(s), "unique": fraction_unique(s), "FCD/Test": fcd(s, TEST[0]),
+def _quality(s: list, test: list[str]) -> dict:
+    return {"valid": fraction_valid(s), "unique": fraction_unique(s), "FCD/Test": fcd(s, test),
             "Filters": fraction_passes_filters(s)}
 
 
-TEST: list = []  # the MOSES test set, loaded once in main()
-
-
-def diagnose(model: molvae.Model, n: int, seed: int) -> dict:
+def diagnose(model: molvae.Model, test: list[str], n: int, seed: int) -> dict:
     """Where do samples go wrong? The same quality numbers for z drawn from the posteriors of
     real test molecules (no prior mismatch possible) and for colder decoder temperatures (a
     sharper decoder), next to the protocol's prior samples at temperature 1.0."""
     rows = {}
     for t in (1.0, 0.85, 0.7):
         rows[f"z from the sampling density, decoder temperature {t}"] = _quality(
-            molvae.sample(model, n, temperature=t, seed=seed))
+            molvae.sample(model, n, temperature=t, seed=seed), test)
     rng = np.random.default_rng(seed + 1)
-    mols = [TEST[0][i] for i in rng.choice(len(TEST[0]), n, replace=False)]
+    mols = [test[i] for i in rng.choice(len(test), n, replace=False)]
     z = molvae.encode(model, mols, sample_posterior=True, seed=seed)
     rows["z ~ q(z|x) of test molecules, decoder temperature 1.0"] = _quality(
-        molvae.decode(model, z, temperature=1.0, seed=seed))
+        molvae.decode(model, z, temperature=1.0, seed=seed), test)
     # what a perfect generator scores at this sample size (FCD is biased upwards for small n)
-    rows["the test molecules themselves (no model)"] = _quality(mols)
+    rows["the test molecules themselves (no model)"] = _quality(mols, test)
     for name, row in rows.items():
         print(name, json.dumps(row), flush=True)
     return rows
@@ -214,7 +211,6 @@ def main() -> None:
     t_start = time.time()
     model = molvae.load(args.run)
     test, train = load_moses("test"), load_moses("train")
-    TEST[:] = [test]
     # record the run by folder and file name only: absolute paths are machine-specific
     short = "/".join(Path(model.path).parts[-2:])
     report: dict = {"run": short, "checkpoint": short, "step": model.meta.get("step"),
@@ -230,14 +226,15 @@ def main() -> None:
                                            "train molecules")
     screen = {}
     for name, m in candidates.items():
-        screen[name] = _quality(molvae.sample(m, args.screen_n, temperature=1.0, seed=args.seed))
+        screen[name] = _quality(molvae.sample(m, args.screen_n, temperature=1.0, seed=args.seed),
+                                test)
         print(name, json.dumps(screen[name]), flush=True)
     report["screen"] = screen
     report["screen_n"] = args.screen_n
     best = min(screen, key=lambda n: screen[n]["FCD/Test"])
     chosen = candidates[best]
     report["chosen_density"] = best
-    report["diagnosis"] = diagnose(chosen, args.screen_n, args.seed)
+    report["diagnosis"] = diagnose(chosen, test, args.screen_n, args.seed)
 
     # 2. the issue's protocol on the chosen density
     s10 = molvae.sample(chosen, 10_000, temperature=1.0, seed=args.seed)
