@@ -101,6 +101,18 @@ def hardware(device: str) -> dict:
     return info
 
 
+def latent_measures(model: molvae.Model, test: list[str], seed: int = 0, recon_n: int = 1000,
+                    au_n: int = 5000) -> dict:
+    """Exact reconstruction of recon_n and active units of au_n more test molecules: two
+    disjoint random draws, fixed by the seed."""
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(test), size=min(recon_n + au_n, len(test)), replace=False)
+    return {"reconstruction": molvae.reconstruction_rate(model, [test[i] for i in pick[:recon_n]]),
+            "reconstruction_n": recon_n,
+            "active_units": molvae.active_units(model, [test[i] for i in pick[recon_n:]]),
+            "active_units_n": au_n}
+
+
 def measure(model: molvae.Model, n: int = 30_000, seed: int = 0, recon_n: int = 1000,
             au_n: int = 5000, device: str = "cpu", progress: bool = True,
             picture: Path | None = None) -> dict:
@@ -127,14 +139,8 @@ def measure(model: molvae.Model, n: int = 30_000, seed: int = 0, recon_n: int = 
         picture.parent.mkdir(parents=True, exist_ok=True)
         property_histograms(molecule_properties(samples), {k: ref[k] for k in PROPERTY_NAMES},
                             picture, labels=(f"{n:,} samples", "MOSES test"))
-    # two disjoint random draws of test molecules, fixed by the seed
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(len(test), size=min(recon_n + au_n, len(test)), replace=False)
     t = time.perf_counter()
-    result["reconstruction"] = molvae.reconstruction_rate(model, [test[i] for i in pick[:recon_n]])
-    result["reconstruction_n"] = recon_n
-    result["active_units"] = molvae.active_units(model, [test[i] for i in pick[recon_n:]])
-    result["active_units_n"] = au_n
+    result.update(latent_measures(model, test, seed, recon_n, au_n))
     result["wall_s"]["latent"] = time.perf_counter() - t
     return result
 

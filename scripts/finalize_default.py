@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from benchmark_moses import hardware, markdown, measure, update_readme, write
+from benchmark_moses import hardware, latent_measures, markdown, measure, update_readme, write
 
 import molvae
 from molvae import checkpoint as ckpt
@@ -247,13 +247,11 @@ def main() -> None:
         ckpt.save(chosen, OUT / "moses_default.safetensors", {"chosen_density": best})
         chosen = molvae.load(OUT / "moses_default.safetensors")
     if args.quick:
-        rng = np.random.default_rng(args.seed)
-        pick = rng.choice(len(test), 6000, replace=False)
         report["samples_30k"] = {"n_samples": 10_000, "FCD/Test": fcd(s10, test),
                                  "Filters": fraction_passes_filters(s10)}
-        report["reconstruction_1k_test"] = molvae.reconstruction_rate(
-            chosen, [test[i] for i in pick[:1000]])
-        report["active_units"] = molvae.active_units(chosen, [test[i] for i in pick[1000:]])
+        latent = latent_measures(chosen, test, args.seed)
+        report["reconstruction_1k_test"] = latent["reconstruction"]
+        report["active_units"] = latent["active_units"]
     else:
         # the MOSES benchmark of the saved model: the same numbers `benchmark_moses.py` prints
         bench = measure(chosen, 30_000, args.seed, picture=None if args.dry_run else
