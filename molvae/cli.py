@@ -30,6 +30,7 @@ _FLAG_HELP = {
     "keep_stereo": "keep stereochemistry (true/false)",
     "largest_fragment": "keep the largest fragment of multi-fragment inputs (true/false)",
     "kl_schedule": "linear | cyclical | constant",
+    "lr_schedule": "constant | cosine (from --lr at --lr-decay-start to --lr-final)",
     "num_workers": "tokenizer processes (0 = all cores)",
 }
 
@@ -85,6 +86,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     tc = from_dict(TrainConfig, train_d, where="train config: ")
     if args.resume and model_d:
         log.warning("--resume keeps the run's model settings; model flags are ignored")
+    if args.resume:
+        from .train import RESUMABLE_SETTINGS
+        fixed = sorted(k for k in given if k not in RESUMABLE_SETTINGS)
+        if fixed:
+            log.warning("--resume keeps the run's %s; only %s may change", ", ".join(fixed),
+                        ", ".join(RESUMABLE_SETTINGS))
     default_num_threads()
     res = train(args.data, args.out, val_path=args.val, model_config=mc, train_config=tc,
                 seed=args.seed, device=args.device, resume=args.resume,

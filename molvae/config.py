@@ -52,6 +52,12 @@ class TrainConfig:
 
     batch_size: int = 256
     lr: float = 1e-3
+    # learning rate: constant, or held at lr until lr_decay_start, then a cosine down to lr_final
+    # over lr_decay_steps and held there (a final annealing phase; may be added on --resume)
+    lr_schedule: str = "constant"  # constant | cosine
+    lr_decay_start: int = 0
+    lr_decay_steps: int = 10000
+    lr_final: float = 1e-5
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     epochs: int = 10
@@ -86,6 +92,13 @@ class TrainConfig:
             raise ConfigError(f"train.batch_size must be >= 1, got {self.batch_size}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"train.lr must be a positive number, got {self.lr}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ConfigError(
+                f"train.lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
+        if not 0.0 <= self.lr_final <= self.lr:
+            raise ConfigError(f"train.lr_final must be in [0, lr={self.lr}], got {self.lr_final}")
+        if self.lr_decay_start < 0:
+            raise ConfigError(f"train.lr_decay_start must be >= 0, got {self.lr_decay_start}")
         if self.kl_schedule not in ("linear", "cyclical", "constant"):
             raise ConfigError(
                 f"train.kl_schedule must be linear, cyclical or constant, got {self.kl_schedule!r}"
@@ -100,13 +113,19 @@ class TrainConfig:
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"train.val_fraction must be in (0, 1), got {self.val_fraction}")
         for name in ("val_every", "log_every", "checkpoint_every", "nonfinite_patience",
-                     "kl_warmup_steps", "kl_cycle_steps", "bucket_batches"):
+                     "kl_warmup_steps", "kl_cycle_steps", "bucket_batches", "lr_decay_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.epochs < 1:
             raise ConfigError(f"train.epochs must be >= 1, got {self.epochs}")
 
     # schedules -----------------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        if self.lr_schedule == "constant" or step <= self.lr_decay_start:
+            return self.lr
+        frac = min(1.0, (step - self.lr_decay_start) / self.lr_decay_steps)
+        return self.lr_final + (self.lr - self.lr_final) * 0.5 * (1.0 + math.cos(math.pi * frac))
+
     def beta_at(self, step: int) -> float:
         if self.kl_schedule == "constant":
             return self.beta

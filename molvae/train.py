@@ -169,6 +169,10 @@ def exact_reconstruction(net: MolVAE, data: TokenData, n: int, device: torch.dev
     return hits / max(len(idx), 1)
 
 
+_LR_FIELDS = ("lr_schedule", "lr_decay_start", "lr_decay_steps", "lr_final")
+RESUMABLE_SETTINGS = ("epochs", "max_steps", "max_time", *_LR_FIELDS)
+
+
 def _load_run_config(out_dir: Path) -> dict[str, Any]:
     path = out_dir / "config.json"
     if not path.exists():
@@ -181,17 +185,26 @@ def train(data_path: str | Path, out_dir: str | Path, *, val_path: str | Path | 
           seed: int = 0, device: str = "auto", resume: bool = False,
           smiles_column: str | None = None, cache_dir: str | Path | None = None,
           progress: bool = True, command: str | None = None) -> TrainResult:
-    """Train a VAE on a molecule file; see README "Training" for the files it writes."""
+    """Train a VAE on a molecule file; see README "Training" for the files it writes.
+
+    With ``resume=True`` the run continues from ``out_dir`` with its own settings, except that
+    ``train_config`` (when given) supplies the stopping criteria and the learning-rate schedule
+    (``RESUMABLE_SETTINGS``); pass the run's ``train_config`` from config.json with changes.
+    """
     out_dir = Path(out_dir)
     dev = resolve_device(device)
     state: dict[str, Any] | None = None
+    lr_changed: dict[str, Any] = {}
     if resume:
         run = _load_run_config(out_dir)
         mc = from_dict(ModelConfig, run["model_config"])
         tc = from_dict(TrainConfig, run["train_config"])
-        if train_config is not None:  # only stopping criteria may change on resume
-            tc = replace(tc, epochs=train_config.epochs, max_steps=train_config.max_steps,
-                         max_time=train_config.max_time)
+        if train_config is not None:  # stopping criteria and the lr schedule may change
+            old_tc = tc
+            tc = replace(tc, **{k: getattr(train_config, k) for k in RESUMABLE_SETTINGS})
+            tc.validate()
+            lr_changed = {k: getattr(tc, k) for k in _LR_FIELDS
+                          if getattr(tc, k) != getattr(old_tc, k)}
         seed = run["seed"]
         data_path = run["data"]["path"] if data_path is None else data_path
         val_path = run["data"].get("val_path")
@@ -262,6 +275,11 @@ def train(data_path: str | Path, out_dir: str | Path, *, val_path: str | Path | 
     }
     if not resume:
         (out_dir / "config.json").write_text(json.dumps(run_info, indent=2))
+    elif lr_changed:  # record it, so that a later --resume keeps the new schedule
+        log.info("learning-rate schedule changed at step %d: %s", step, lr_changed)
+        run["train_config"] = to_dict(tc)
+        run.setdefault("lr_schedule_changes", []).append({"step": step, **lr_changed})
+        (out_dir / "config.json").write_text(json.dumps(run, indent=2))
     data_fp = {"train_sha256": data_sha, "val_sha256": val_sha, "train_molecules": len(train_data)}
 
     metrics = MetricsLog(out_dir, step if state else None)
@@ -366,6 +384,8 @@ def train(data_path: str | Path, out_dir: str | Path, *, val_path: str | Path | 
                             f"stopped, {kept}. Try a lower --lr or a smaller --grad-clip.")
                 else:
                     bad_in_row = 0
+                    for group in opt.param_groups:
+                        group["lr"] = tc.lr_at(step)
                     opt.step()
                 step += 1
                 batch_pos += 1

@@ -2,13 +2,18 @@
 # Train (or continue) the bundled default model on MOSES train on this machine's CPU or GPU.
 #   bash scripts/train_default.sh runs/moses_default 100m     # first run, 100 minutes
 #   bash scripts/train_default.sh runs/moses_default 60m      # continue it for 60 more
+# Further arguments go to `molvae train`. The bundled model's run was continued like this, which
+# gives the same learning-rate schedule as the recipe below from its start:
+#   bash scripts/train_default.sh runs/moses_default 100m --lr-schedule cosine \
+#       --lr-decay-start 12500 --lr-decay-steps 7500 --lr-final 5e-5
 # Then: python scripts/finalize_default.py runs/moses_default
 set -euo pipefail
 out=${1:-runs/moses_default}
 time=${2:-100m}
+shift $(( $# < 2 ? $# : 2 ))
 root=$(cd "$(dirname "$0")/.." && pwd)
 if [ -f "$out/resume.pt" ]; then
-  exec molvae train "$root/data/moses/train.csv.gz" --out "$out" --resume --max-time "$time"
+  exec molvae train "$root/data/moses/train.csv.gz" --out "$out" --resume --max-time "$time" "$@"
 fi
 exec molvae train "$root/data/moses/train.csv.gz" --out "$out" \
-  --config "$root/scripts/configs/moses_default.toml" --seed 0 --max-time "$time"
+  --config "$root/scripts/configs/moses_default.toml" --seed 0 --max-time "$time" "$@"

@@ -410,6 +410,34 @@ def test_constant_kl_schedule():
     assert {tc.beta_at(s) for s in (0, 1, 10**6)} == {0.3}
 
 
+def test_cosine_lr_schedule():
+    tc = TrainConfig(lr=1e-3, lr_schedule="cosine", lr_decay_start=100, lr_decay_steps=200,
+                     lr_final=1e-4)
+    assert tc.lr_at(0) == tc.lr_at(100) == 1e-3  # held until the decay starts
+    assert tc.lr_at(200) == pytest.approx(5.5e-4)  # half way: the mean of lr and lr_final
+    assert tc.lr_at(300) == pytest.approx(1e-4)
+    assert tc.lr_at(10_000) == pytest.approx(1e-4)  # then held at lr_final
+    lrs = [tc.lr_at(s) for s in range(0, 400, 7)]
+    assert lrs == sorted(lrs, reverse=True) and len(set(lrs)) > 10
+
+
+def test_constant_lr_schedule_ignores_decay_settings():
+    tc = TrainConfig(lr=3e-4, lr_decay_start=0, lr_decay_steps=1, lr_final=0.0)
+    assert {tc.lr_at(s) for s in (0, 1, 5, 10**6)} == {3e-4}
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(lr_schedule="step"), "lr_schedule must be constant or cosine"),
+    (dict(lr_final=2e-3), "lr_final must be in"),
+    (dict(lr_final=-1e-5), "lr_final must be in"),
+    (dict(lr_decay_start=-1), "lr_decay_start must be >= 0"),
+    (dict(lr_decay_steps=0), "lr_decay_steps must be >= 1"),
+])
+def test_lr_schedule_validation(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig(lr=1e-3, **bad).validate()
+
+
 def test_tau_schedule():
     tc = TrainConfig(tau_start=1.0, tau_end=0.1, tau_anneal_steps=100)
     assert tc.tau_at(0) == pytest.approx(1.0)

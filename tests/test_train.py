@@ -185,6 +185,39 @@ def test_resume_is_exact(tmp_path, straight_run, train_csv, tiny_model_config,
     assert run_b["seed"] == 5 and run_b["train_config"]["gumbel_frac_end"] == 0.3
 
 
+def test_cosine_lr_is_applied_and_can_be_added_on_resume(tmp_path, train_csv,
+                                                         tiny_model_config, tiny_train_config,
+                                                         session_cache):
+    """A constant-lr run resumed with a cosine anneal: the lr column follows lr_at, the change is
+    recorded in config.json, and a later resume without schedule settings keeps it."""
+    out = tmp_path / "run"
+    kw = dict(log_every=1, val_every=100, checkpoint_every=100)
+    molvae.train(train_csv, out, model_config=tiny_model_config, progress=False,
+                 train_config=tiny_train_config(max_steps=4, lr=2e-3, **kw),
+                 cache_dir=session_cache, device="cpu")
+    anneal = dict(lr_schedule="cosine", lr_decay_start=5, lr_decay_steps=4, lr_final=1e-4)
+    run = json.loads((out / "config.json").read_text())
+    molvae.train(train_csv, out, resume=True, progress=False, cache_dir=session_cache,
+                 device="cpu", train_config=TrainConfig(**{**run["train_config"], **anneal,
+                                                            "max_steps": 8}))
+    run = json.loads((out / "config.json").read_text())
+    assert run["lr_schedule_changes"] == [{"step": 4, **anneal}]
+    assert {k: run["train_config"][k] for k in anneal} == anneal
+    assert run["train_config"]["lr"] == 2e-3  # everything else is the run's own
+    # a plain resume (as the CLI builds it from config.json) keeps the anneal
+    molvae.train(train_csv, out, resume=True, progress=False, cache_dir=session_cache,
+                 device="cpu", train_config=TrainConfig(**{**run["train_config"],
+                                                            "max_steps": 11}))
+    tc = TrainConfig(**run["train_config"])
+    rows = [r for r in _metrics(out) if r["split"] == "train"]
+    assert [int(r["step"]) for r in rows] == list(range(1, 12))
+    for r in rows:  # the row of step s logs the lr that step s (index s - 1) used
+        assert float(r["lr"]) == pytest.approx(tc.lr_at(int(r["step"]) - 1), rel=1e-5)
+    lrs = [float(r["lr"]) for r in rows]
+    assert lrs[:6] == [2e-3] * 6 and lrs[-2] == lrs[-1] == pytest.approx(1e-4)
+    assert len(json.loads((out / "config.json").read_text())["lr_schedule_changes"]) == 1
+
+
 def test_resume_after_interrupt_is_exact(tmp_path, monkeypatch, straight_run, train_csv,
                                          tiny_model_config, tiny_train_config,
                                          session_cache):
