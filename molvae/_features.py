@@ -92,30 +92,53 @@ def _sascorer() -> ModuleType:
 
 
 @lru_cache(maxsize=1)
-def _filter_patterns() -> tuple[Chem.Mol, ...]:
-    """The MCF and PAINS SMARTS of MOSES, parsed once per process."""
+def _filter_patterns() -> tuple[tuple[str, Chem.Mol], ...]:
+    """The MCF and PAINS SMARTS of MOSES as (name, pattern), parsed once per process."""
     with open(_DATA_FILES / "mcf.csv", newline="") as f:
-        smarts = [row["smarts"] for row in csv.DictReader(f)]
+        named = [(f"MCF {row['names']}", row["smarts"]) for row in csv.DictReader(f)]
     with open(_DATA_FILES / "wehi_pains.csv", newline="") as f:
-        # No header; the SMARTS field is padded with spaces after its closing quote.
-        smarts += [row[0].strip() for row in csv.reader(f) if row]
-    patterns = tuple(Chem.MolFromSmarts(s) for s in smarts)
-    bad = [s for s, p in zip(smarts, patterns, strict=True) if p is None]
+        # No header; the SMARTS field is padded with spaces after its closing quote; the name
+        # is written <regId=NAME>.
+        named += [(f"PAINS {row[1].strip().removeprefix('<regId=').removesuffix('>')}",
+                   row[0].strip()) for row in csv.reader(f) if row]
+    patterns = tuple((name, Chem.MolFromSmarts(sm)) for name, sm in named)
+    bad = [sm for (_, sm), (_, p) in zip(named, patterns, strict=True) if p is None]
     if bad:
         raise RuntimeError(f"unparsable filter SMARTS in {_DATA_FILES}: {bad[:3]}")
     return patterns
 
 
-def _passes(mol: Chem.Mol) -> bool:
-    if any(len(ring) > MAX_RING_SIZE for ring in mol.GetRingInfo().AtomRings()):
-        return False
-    if any(a.GetFormalCharge() != 0 or a.GetSymbol() not in FILTER_ATOMS for a in mol.GetAtoms()):
-        return False
+def _filter_failures(mol: Chem.Mol, first_only: bool = False) -> list[str]:
+    """Why a sanitized molecule fails the MOSES filters (empty when it passes); with
+    first_only, stop at the first reason (the cheap checks come first)."""
+    out: list[str] = []
+    for ring in mol.GetRingInfo().AtomRings():
+        if len(ring) > MAX_RING_SIZE:
+            out.append(f"ring of {MAX_RING_SIZE + 1}+ atoms")
+            break
+    for a in mol.GetAtoms():
+        if out and first_only:
+            return out
+        if a.GetFormalCharge() != 0 and "charged atom" not in out:
+            out.append("charged atom")
+        if a.GetSymbol() not in FILTER_ATOMS and f"atom {a.GetSymbol()}" not in out:
+            out.append(f"atom {a.GetSymbol()}")
+    if out and first_only:
+        return out
     with_h = Chem.AddHs(mol)  # several MCF/PAINS patterns name explicit hydrogens
-    if any(with_h.HasSubstructMatch(p) for p in _filter_patterns()):
-        return False
+    for name, p in _filter_patterns():
+        if with_h.HasSubstructMatch(p):
+            out.append(name)
+            if first_only:
+                return out
     smiles = Chem.MolToSmiles(mol, isomericSmiles=False)
-    return bool(smiles) and Chem.MolFromSmiles(smiles) is not None
+    if not smiles or Chem.MolFromSmiles(smiles) is None:
+        out.append("non-isomeric SMILES does not parse")
+    return out
+
+
+def _passes(mol: Chem.Mol) -> bool:
+    return not _filter_failures(mol, first_only=True)
 
 
 def _scaffold(mol: Chem.Mol) -> str | None:

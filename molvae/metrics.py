@@ -59,10 +59,10 @@ from ._features import (  # the internals the metrics below are built from
     _fcd_model,
     _fcd_stats,
     _featurize,
+    _filter_failures,
     _int_divs,
     _key,
     _load_npz,
-    _passes,
     _pmap,
     _reference_features,
     _snn,
@@ -75,6 +75,7 @@ __all__ = [
     "PROPERTY_NAMES",
     "evaluate",
     "fcd",
+    "filter_failures",
     "format_table",
     "frag_similarity",
     "fraction_passes_filters",
@@ -367,6 +368,18 @@ def scaffold_similarity(
     return _cosine(_counts(ref, "scaf"), _counts(gen, "scaf"))
 
 
+def _filter_mol(mol_or_smiles: Chem.Mol | str | None) -> Chem.Mol | None:
+    """A sanitized copy of a Mol, or the parsed SMILES; None when it is not a valid molecule."""
+    if isinstance(mol_or_smiles, Chem.Mol):
+        mol = Chem.Mol(mol_or_smiles)  # work on a copy: sanitizing changes the molecule
+        try:
+            Chem.SanitizeMol(mol)
+        except (ValueError, RuntimeError):
+            return None
+        return mol if mol.GetNumAtoms() else None
+    return _to_mol(mol_or_smiles)
+
+
 def passes_filters(mol_or_smiles: Chem.Mol | str | None) -> bool:
     """Whether one molecule passes the MOSES filters.
 
@@ -381,19 +394,24 @@ def passes_filters(mol_or_smiles: Chem.Mol | str | None) -> bool:
         True if it passes; False if it fails or is not a valid molecule.
     """
     with rdBase.BlockLogs():
-        if isinstance(mol_or_smiles, Chem.Mol):
-            mol = Chem.Mol(mol_or_smiles)  # work on a copy: sanitizing changes the molecule
-            try:
-                Chem.SanitizeMol(mol)
-            except (ValueError, RuntimeError):
-                return False
-            if mol.GetNumAtoms() == 0:
-                return False
-        else:
-            mol = _to_mol(mol_or_smiles)
-            if mol is None:
-                return False
-        return _passes(mol)
+        mol = _filter_mol(mol_or_smiles)
+        return mol is not None and _filter_failures(mol, first_only=True) == []
+
+
+def filter_failures(mol_or_smiles: Chem.Mol | str | None) -> list[str]:
+    """Every reason one molecule fails the MOSES filters (see `passes_filters`).
+
+    Args:
+        mol_or_smiles: an RDKit molecule or a SMILES string.
+
+    Returns:
+        An empty list when it passes; otherwise the reasons in the order checked, e.g.
+        ``["ring of 8+ atoms", "atom P", "MCF MCF1", "PAINS ene_five_het_A(201)"]``, or
+        ``["invalid molecule"]``.
+    """
+    with rdBase.BlockLogs():
+        mol = _filter_mol(mol_or_smiles)
+        return ["invalid molecule"] if mol is None else _filter_failures(mol)
 
 
 def fraction_passes_filters(

@@ -20,18 +20,22 @@ import copy
 import csv
 import json
 import os
+import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 from benchmark_moses import hardware, latent_measures, markdown, measure, update_readme, write
+from tqdm.auto import tqdm
 
 import molvae
 from molvae import checkpoint as ckpt
 from molvae.data import collate, load_dataset
 from molvae.metrics import (
     fcd,
+    filter_failures,
     format_table,
     fraction_passes_filters,
     fraction_unique,
@@ -80,8 +84,10 @@ def diagnose(model: molvae.Model, test: list[str], n: int, seed: int) -> dict:
     sharper decoder), next to the protocol's prior samples at temperature 1.0."""
     rows = {}
     for t in (1.0, 0.85, 0.7):
-        rows[f"z from the sampling density, decoder temperature {t}"] = _quality(
-            molvae.sample(model, n, temperature=t, seed=seed), test)
+        s = molvae.sample(model, n, temperature=t, seed=seed)
+        rows[f"z from the sampling density, decoder temperature {t}"] = _quality(s, test)
+        if t == 1.0:
+            failures = filter_breakdown(s)
     rng = np.random.default_rng(seed + 1)
     mols = [test[i] for i in rng.choice(len(test), n, replace=False)]
     z = molvae.encode(model, mols, sample_posterior=True, seed=seed)
@@ -91,7 +97,40 @@ def diagnose(model: molvae.Model, test: list[str], n: int, seed: int) -> dict:
     rows["the test molecules themselves (no model)"] = _quality(mols, test)
     for name, row in rows.items():
         print(name, json.dumps(row), flush=True)
-    return rows
+    print("filter failures", json.dumps(failures), flush=True)
+    return {"rows": rows, "filter_failures": failures}
+
+
+def filter_breakdown(samples: list[str | None], top: int = 8) -> dict:
+    """Why valid samples fail the MOSES filters: the share of valid samples with each kind of
+    failure (a molecule can fail for several reasons) and the commonest single patterns."""
+    valid = [s for s in samples if s is not None]
+    reasons = [filter_failures(s) for s in tqdm(valid, desc="filter reasons", file=sys.stderr)]
+
+    def kind(reason: str) -> str:
+        if reason.startswith("atom "):
+            return "atom other than C, N, S, O, F, Cl, Br, H"
+        if reason.startswith(("MCF ", "PAINS ")):
+            return f"any {reason.split(' ')[0]} pattern"
+        return reason
+
+    kinds: Counter = Counter()
+    patterns: Counter = Counter()
+    for rs in reasons:
+        kinds.update(["fails the filters"] if rs else [])
+        kinds.update({kind(r) for r in rs})
+        patterns.update(r for r in rs if r.startswith(("MCF ", "PAINS ")))
+    n = max(1, len(valid))
+    return {"valid": len(valid),
+            "kinds": {k: v / n for k, v in kinds.most_common()},
+            "patterns": {k: v / n for k, v in patterns.most_common(top)}}
+
+
+def _lr_schedule(tc: dict) -> str:
+    if tc.get("lr_schedule", "constant") == "constant":
+        return " (constant)"
+    return (f" until step {tc['lr_decay_start']:,}, then a cosine anneal to {tc['lr_final']} "
+            f"over {tc['lr_decay_steps']:,} steps")
 
 
 def model_card(report: dict, run: Path) -> str:
@@ -113,6 +152,13 @@ def model_card(report: dict, run: Path) -> str:
     moses = "\n".join(f"| {k} | {v:.4f} |" for k, v in r30.items())
     diagnosis = "\n".join(f"| {k} | {v['valid']:.4f} | {v['unique']:.4f} | {v['FCD/Test']:.3f} | "
                           f"{v['Filters']:.3f} |" for k, v in report.get("diagnosis", {}).items())
+    failures = report.get("filter_failures")
+    filters = "" if not failures else (
+        f"\nWhy the {failures['valid']:,} valid samples of the first row fail the MOSES filters "
+        "(`molvae.metrics.filter_failures`; a molecule can fail for several reasons, so the "
+        "shares do not add up):\n\n| reason | share of valid samples |\n|---|---|\n"
+        + "".join(f"| {k} | {v:.3f} |\n" for k, v in
+                  [*failures["kinds"].items(), *failures["patterns"].items()]))
     return f"""# molvae bundled default model: `moses_default.safetensors`
 
 {report.get("note", "")}
@@ -135,13 +181,15 @@ Vocabulary {len(cfg['vocab']['symbols']) + 3} tokens (SELFIES default constraint
 ## Training
 Loss per molecule: token cross-entropy + beta * sum_d max(KL_d, free_bits) with beta
 {tc['beta']} (linear warm-up over {tc['kl_warmup_steps']} steps) and free bits {tc['free_bits']}
-nats per dimension; AdamW lr {tc['lr']}, batch {tc['batch_size']}, gradient clip {tc['grad_clip']};
-teacher forcing only (Gumbel fraction {tc['gumbel_frac_end']}). Checkpoint used: step
-{report['step']}, after {wall / 60:.0f} minutes of training on {report['hardware']['cores']} CPU
-cores ({report['hardware']['cpu']}), seed {cfg['seed']}. Last validation: recon
-{float(last.get('recon', 'nan')):.2f} nats, KL {float(last.get('kl', 'nan')):.2f} nats,
-token accuracy {float(last.get('token_acc', 'nan')):.4f}, exact reconstruction
-{float(last.get('recon_exact', 'nan')):.3f}, active units {last.get('active_units', '?')}.
+nats per dimension; AdamW lr {tc['lr']}{_lr_schedule(tc)}; batch {tc['batch_size']}, gradient
+clip {tc['grad_clip']}; teacher forcing only (Gumbel fraction {tc['gumbel_frac_end']}).
+Checkpoint used: step {report['step']}, after {wall / 60:.0f} minutes of training on
+{report['hardware']['cores']} CPU cores ({report['hardware']['cpu']}), seed {cfg['seed']}.
+Last validation: recon {float(last.get('recon', 'nan')):.2f} nats,
+KL {float(last.get('kl', 'nan')):.2f} nats,
+token accuracy {float(last.get('token_acc', 'nan')):.4f},
+exact reconstruction {float(last.get('recon_exact', 'nan')):.3f},
+active units {last.get('active_units', '?')}.
 
 ## Where z is drawn from
 Screened on {report['screen_n']:,} prior samples each at temperature 1.0 (FCD against the full
@@ -162,7 +210,7 @@ prior mismatch can spoil.
 | z and decoder | valid | unique | FCD/Test | Filters |
 |---|---|---|---|---|
 {diagnosis}
-
+{filters}
 ## Results (temperature 1.0, seed 0)
 10,000 samples: valid {r10['valid']:.4f}, unique@10000 {r10['unique@10000']:.4f}, novel against
 MOSES train {r10['Novelty']:.4f}.
@@ -234,7 +282,8 @@ def main() -> None:
     best = min(screen, key=lambda n: screen[n]["FCD/Test"])
     chosen = candidates[best]
     report["chosen_density"] = best
-    report["diagnosis"] = diagnose(chosen, test, args.screen_n, args.seed)
+    diagnosis = diagnose(chosen, test, args.screen_n, args.seed)
+    report["diagnosis"], report["filter_failures"] = diagnosis["rows"], diagnosis["filter_failures"]
 
     # 2. the issue's protocol on the chosen density
     s10 = molvae.sample(chosen, 10_000, temperature=1.0, seed=args.seed)

@@ -224,6 +224,32 @@ def test_passes_filters_takes_a_mol_and_leaves_it_alone():
     assert not M.passes_filters("not a smiles")
 
 
+@pytest.mark.parametrize("smiles, reasons", [
+    ("C1CCCCCCC1", ["ring of 8+ atoms"]),
+    ("C[N+](C)(C)C", ["charged atom"]),
+    ("CP(C)C", ["atom P"]),
+    ("C1CCCCCCC1[N+](C)(C)CP", ["ring of 8+ atoms", "charged atom", "atom P"]),
+    ("S=C1SC(=Cc2ccccc2)C(=O)N1", ["PAINS ene_rhod_A(235)"]),
+    ("O=Cc1ccccc1", ["MCF MCF7"]),  # aldehyde
+    ("not a smiles", ["invalid molecule"]),
+    (None, ["invalid molecule"]),
+])
+def test_filter_failures_names_every_reason(smiles, reasons):
+    assert M.filter_failures(smiles) == reasons
+
+
+def test_filter_failures_agrees_with_passes_filters(moses_smiles):
+    """Empty reasons exactly when the molecule passes, on real molecules and on every rejected
+    example above (a Mol input gives the same answer as its SMILES)."""
+    rejected = ["CC(=O)[O-]", "C1CCCCCCCC1", "CB(C)C", "CCI", "CC(C)(C)c1ccc(O)c(O)c1",
+                "ClCC(Cl)C(Cl)CCl", "C=CC#N"]
+    for smi in [*moses_smiles[:150], *rejected, *DRUGS]:
+        reasons = M.filter_failures(smi)
+        assert (reasons == []) == M.passes_filters(smi), smi
+        assert M.filter_failures(Chem.MolFromSmiles(smi)) == reasons
+    assert all(M.filter_failures(smi) for smi in rejected)
+
+
 def test_fraction_passes_filters_ignores_invalid():
     samples = ["O=C(NC1CCCCCC1)c1ccccc1", "C[N+](C)(C)C", None, "C1CC"]
     assert M.fraction_passes_filters(samples, n_jobs=1) == 0.5

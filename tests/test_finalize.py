@@ -1,0 +1,60 @@
+"""scripts/finalize_default.py: the filter-failure breakdown and the model card it writes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def finalize():
+    sys.path.insert(0, str(ROOT / "scripts"))  # the script imports its sibling benchmark_moses
+    try:
+        spec = importlib.util.spec_from_file_location("finalize_default",
+                                                      ROOT / "scripts" / "finalize_default.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    return module
+
+
+def test_filter_breakdown_counts_kinds_and_patterns(finalize):
+    samples = ["C1CCCCCCC1", "CP(C)C", "c1ccccc1", None, "O=Cc1ccccc1",
+               "C1CCCCCCC1[N+](C)(C)C"]
+    out = finalize.filter_breakdown(samples)
+    assert out["valid"] == 5
+    assert out["kinds"] == pytest.approx({
+        "fails the filters": 0.8, "ring of 8+ atoms": 0.4, "charged atom": 0.2,
+        "atom other than C, N, S, O, F, Cl, Br, H": 0.2, "any MCF pattern": 0.2})
+    assert out["patterns"] == pytest.approx({"MCF MCF7": 0.2})
+
+
+def test_model_card_shows_the_breakdown_and_the_lr_schedule(finalize, trained_run, tmp_path):
+    """The card rendered from the shipped report plus a breakdown, for a run whose config
+    has a cosine anneal."""
+    run, _ = trained_run
+    copy = tmp_path / "run"
+    copy.mkdir()
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["train_config"].update(lr_schedule="cosine", lr_decay_start=12500, lr_decay_steps=7500,
+                               lr_final=5e-5)
+    (copy / "config.json").write_text(json.dumps(cfg))
+    for name in ("metrics.csv", "last.safetensors"):
+        (copy / name).write_bytes((run / name).read_bytes())
+    report = json.loads((ROOT / "molvae" / "pretrained" / "moses_default.json").read_text())
+    report["filter_failures"] = {"valid": 5000, "kinds": {"fails the filters": 0.3,
+                                                          "ring of 8+ atoms": 0.17},
+                                 "patterns": {"MCF MCF1": 0.05}}
+    card = finalize.model_card(report, copy)
+    assert "| ring of 8+ atoms | 0.170 |" in card and "| MCF MCF1 | 0.050 |" in card
+    assert "5,000 valid samples" in card
+    assert "until step 12,500, then a cosine anneal to 5e-05 over 7,500 steps" in card
+    del report["filter_failures"]  # an older report without it still renders
+    assert "share of valid samples" not in finalize.model_card(report, copy)
