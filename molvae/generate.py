@@ -255,17 +255,22 @@ def encode(model: Model, items: Sequence[Any], errors: str = "raise", *,
     return out
 
 
+def _reconstruct(model: Model, prep: PreparedInputs, temperature: float = 0.0,
+                 seed: int | None = None) -> list[str | None]:
+    """Decode the posterior means of prepared inputs; None where an input could not be used."""
+    good = [i for i, r in enumerate(prep.ids) if r is not None]
+    out: list[str | None] = [None] * len(prep.ids)
+    if good:
+        mu, _ = _posterior(model, [prep.ids[i] for i in good], 1000)  # type: ignore[misc]
+        for i, smi in zip(good, decode(model, mu, temperature=temperature, seed=seed)):
+            out[i] = smi
+    return out
+
+
 def reconstruct(model: Model, smiles: Sequence[Any], temperature: float = 0.0,
                 seed: int | None = None) -> list[str | None]:
     """Encode to the posterior mean and decode (greedy by default); None for bad inputs."""
-    z = encode(model, smiles, errors="nan")
-    ok = ~torch.isnan(z).any(1)
-    out: list[str | None] = [None] * len(z)
-    if ok.any():
-        decoded = decode(model, z[ok], temperature=temperature, seed=seed)
-        for i, s in zip(torch.nonzero(ok).flatten().tolist(), decoded):
-            out[i] = s
-    return out
+    return _reconstruct(model, prepare_inputs(model, smiles), temperature, seed)
 
 
 def reconstruction_rate(model: Model, smiles: Sequence[Any]) -> float:
@@ -278,14 +283,9 @@ def reconstruction_rate(model: Model, smiles: Sequence[Any]) -> float:
     """
     if len(smiles) == 0:
         raise ValueError("reconstruction_rate() needs at least one molecule")
-    prep = prepare_inputs(model, smiles)
-    good = [i for i, r in enumerate(prep.ids) if r is not None]
-    if not good:
-        return 0.0
-    mu, _ = _posterior(model, [prep.ids[i] for i in good], 1000)  # type: ignore[misc]
-    out = decode(model, mu)
-    hits = sum(s is not None and s == prep.smiles[i] for i, s in zip(good, out))
-    return hits / len(smiles)
+    prep = prepare_inputs(model, smiles)  # once: its canonical SMILES are the targets
+    out = _reconstruct(model, prep)
+    return sum(s is not None and s == t for s, t in zip(out, prep.smiles)) / len(smiles)
 
 
 def active_units(model: Model, smiles: Sequence[Any], threshold: float = 0.01) -> int:

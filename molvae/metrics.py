@@ -63,6 +63,7 @@ from ._features import (  # the internals the metrics below are built from
     _int_divs,
     _key,
     _load_npz,
+    _passes,
     _pmap,
     _reference_features,
     _snn,
@@ -395,7 +396,7 @@ def passes_filters(mol_or_smiles: Chem.Mol | str | None) -> bool:
     """
     with rdBase.BlockLogs():
         mol = _filter_mol(mol_or_smiles)
-        return mol is not None and _filter_failures(mol, first_only=True) == []
+        return mol is not None and _passes(mol)
 
 
 def filter_failures(mol_or_smiles: Chem.Mol | str | None) -> list[str]:
