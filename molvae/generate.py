@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import zlib
 from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ from .checkpoint import Model
 from .data import _pool_context, pad_ids
 from .vocab import EOS, Vocab
 
-__all__ = ["MoleculeError", "sample", "iter_sample", "encode", "decode", "reconstruct",
+__all__ = ["MoleculeError", "sample", "iter_sample", "iter_sample_ids", "encode", "decode", "reconstruct",
            "reconstruction_rate", "active_units",
            "interpolate", "neighbours", "elbo", "prepare_inputs", "sample_latent"]
 
@@ -43,8 +43,9 @@ def _ids_to_smiles(args: tuple[list[str], dict[str, int], np.ndarray]) -> list[s
     vocab = Vocab(tuple(symbols), constraints)
     with chem.constraints(constraints):
         # a row that never reached [eos] ran past max_len: not a molecule the model allows
-        return [chem.selfies_to_smiles(vocab.decode(row)) if (row == EOS).any() else None
-                for row in ids]
+        ended = (ids == EOS).any(1)
+        return chem.selfies_to_smiles_many([vocab.decode(row) if end else None
+                                            for row, end in zip(ids, ended)])
 
 
 class _PostProcessor:
@@ -55,6 +56,10 @@ class _PostProcessor:
         n = workers if workers is not None else max(1, (os.cpu_count() or 1) - 1)
         self.pool = (ProcessPoolExecutor(n, mp_context=_pool_context())
                      if n >= 1 and total >= 4096 and workers != 0 else None)
+        if self.pool is not None:
+            # start the workers now, from this thread, before any decoding thread exists:
+            # forking a process while other threads run torch code is not safe
+            self.pool.submit(int).result()
 
     def submit(self, ids: np.ndarray) -> Future | list[str | None]:
         if self.pool is None:
@@ -70,13 +75,67 @@ class _PostProcessor:
             self.pool.shutdown(cancel_futures=True)
 
 
-def _generator(model: Model, seed: int | None) -> torch.Generator:
-    g = torch.Generator(device=model.device)
-    if seed is None:
-        g.seed()
-    else:
-        g.manual_seed(int(seed))
-    return g
+def _chunk_generator(model: Model, base_seed: int, k: int) -> torch.Generator:
+    """Chunk k's own random stream: the same molecules whichever thread decodes it."""
+    seed = int(np.random.SeedSequence([base_seed, k]).generate_state(2, np.uint64)[0] >> 1)
+    return torch.Generator(device=model.device).manual_seed(seed)
+
+
+def _decode_streams(model: Model) -> int:
+    """Chunks decoded at once: one per CPU thread torch may use (each single-threaded, so a
+    stream preempted by a post-processing worker does not stall the others as a shared
+    intra-op thread pool would); one on a GPU."""
+    return 1 if model.device.type != "cpu" else max(1, torch.get_num_threads())
+
+
+def _stream(model: Model, total: int, make_z: Callable[[int, int, torch.Generator], torch.Tensor],
+            temperature: float, seed: int | None, batch_size: int, workers: int | None,
+            post_process: bool = True) -> Iterator[Any]:
+    """Decode ``total`` latent points in chunks of ``batch_size`` and yield each chunk's result
+    in order: SMILES lists, or the raw id arrays with ``post_process=False``.
+
+    ``make_z(start, size, generator)`` gives a chunk's latent points. Chunks are decoded in
+    parallel threads, each with its own seeded generator, and handed to the post-processing
+    workers as soon as they are done; a bounded number of chunks is in flight.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    base_seed = int(np.random.SeedSequence(seed).entropy % 2**63) if seed is None else int(seed)
+    streams = _decode_streams(model)
+    post = _PostProcessor(model.vocab, workers, total) if post_process else None
+    threads = torch.get_num_threads()
+    if streams > 1:
+        torch.set_num_threads(1)  # the decoding threads started below inherit it
+    pool = ThreadPoolExecutor(streams, thread_name_prefix="molvae-decode")
+
+    def job(k: int, start: int, size: int) -> Any:
+        gen = _chunk_generator(model, base_seed, k)
+        with torch.no_grad():
+            ids = _decode_ids(model, make_z(start, size, gen), temperature, gen)
+        # straight to the worker processes; in-process post-processing stays in the calling
+        # thread (it switches selfies' global constraints, which threads must not share)
+        return post.submit(ids) if post is not None and post.pool is not None else ids
+
+    def finish(item: Any) -> Any:
+        if post is None:
+            return item
+        return post.result(item if isinstance(item, Future) else post.submit(item))
+
+    pending: deque[Future] = deque()
+    window = streams + 3  # chunks in flight: bounds memory while keeping everyone busy
+    try:
+        model.net.eval()
+        for k, start in enumerate(range(0, total, batch_size)):
+            pending.append(pool.submit(job, k, start, min(batch_size, total - start)))
+            while len(pending) > window:
+                yield finish(pending.popleft().result())
+        while pending:
+            yield finish(pending.popleft().result())
+    finally:
+        pool.shutdown(cancel_futures=True)
+        if post is not None:
+            post.close()
+        torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------------------------- latents
@@ -104,32 +163,31 @@ def _decode_ids(model: Model, z: torch.Tensor, temperature: float,
 
 def iter_sample(model: Model, n: int, *, temperature: float = 1.0, seed: int | None = None,
                 batch_size: int = 1000, workers: int | None = None) -> Iterator[list[str | None]]:
-    """Yield batches of sampled SMILES (None for invalid) in order; memory stays flat."""
+    """Yield batches of sampled SMILES (None for invalid) in order; memory stays flat.
+
+    The molecules depend on ``seed`` and ``batch_size``, not on the number of threads or
+    workers. While the iterator is open, torch's own intra-op threads are set to one (the
+    decoding threads take the cores instead); closing or finishing it restores them.
+    """
+    _check_sampling(n, temperature)
+    yield from _stream(model, n, lambda start, size, gen: sample_latent(model, size, gen),
+                       temperature, seed, batch_size, workers)
+
+
+def iter_sample_ids(model: Model, n: int, *, temperature: float = 1.0,
+                    seed: int | None = None, batch_size: int = 1000) -> Iterator[np.ndarray]:
+    """The token ids that :func:`iter_sample` would turn into SMILES, batch by batch (PAD after
+    [eos]); the pure decoding work, without SELFIES or RDKit."""
+    _check_sampling(n, temperature)
+    yield from _stream(model, n, lambda start, size, gen: sample_latent(model, size, gen),
+                       temperature, seed, batch_size, None, post_process=False)
+
+
+def _check_sampling(n: int, temperature: float) -> None:
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if not temperature >= 0:  # also catches NaN
         raise ValueError(f"temperature must be a number >= 0, got {temperature}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    gen = _generator(model, seed)
-    post = _PostProcessor(model.vocab, workers, n)
-    pending: deque = deque()
-    window = 4  # batches in flight: bounds memory while keeping the workers busy
-    try:
-        model.net.eval()
-        done = 0
-        while done < n:
-            b = min(batch_size, n - done)
-            with torch.no_grad():
-                z = sample_latent(model, b, gen)
-                pending.append(post.submit(_decode_ids(model, z, temperature, gen)))
-            done += b
-            while len(pending) > window:
-                yield post.result(pending.popleft())
-        while pending:
-            yield post.result(pending.popleft())
-    finally:
-        post.close()
 
 
 def sample(model: Model, n: int, temperature: float = 1.0, seed: int | None = None, *,
@@ -154,18 +212,9 @@ def decode(model: Model, z: torch.Tensor | np.ndarray, temperature: float = 0.0,
     if z.ndim != 2 or z.shape[1] != model.config.latent_dim:
         raise ValueError(f"z must have shape (N, {model.config.latent_dim}), got "
                          f"{tuple(z.shape)}")
-    gen = _generator(model, seed)
-    post = _PostProcessor(model.vocab, workers, len(z))
-    pending = []
-    try:
-        model.net.eval()
-        with torch.no_grad():
-            for s in range(0, len(z), batch_size):
-                pending.append(post.submit(_decode_ids(model, z[s: s + batch_size],
-                                                       temperature, gen)))
-        return [smi for p in pending for smi in post.result(p)]
-    finally:
-        post.close()
+    return [smi for part in _stream(model, len(z), lambda start, size, gen: z[start: start + size],
+                                    temperature, seed, batch_size, workers)
+            for smi in part]
 
 
 # --------------------------------------------------------------------------------- encoding

@@ -169,7 +169,7 @@ def exact_reconstruction(net: MolVAE, data: TokenData, n: int, device: torch.dev
     return hits / max(len(idx), 1)
 
 
-_LR_FIELDS = ("lr_schedule", "lr_decay_start", "lr_decay_steps", "lr_final")
+_LR_FIELDS = ("lr", "lr_schedule", "lr_decay_start", "lr_decay_steps", "lr_final")
 RESUMABLE_SETTINGS = ("epochs", "max_steps", "max_time", *_LR_FIELDS)
 
 

@@ -126,11 +126,21 @@ def filter_breakdown(samples: list[str | None], top: int = 8) -> dict:
             "patterns": {k: v / n for k, v in patterns.most_common(top)}}
 
 
-def _lr_schedule(tc: dict) -> str:
+def _lr_schedule(tc: dict, changes: list[dict] | None = None) -> str:
+    """The learning-rate schedule in words; with the changes made on --resume (config.json's
+    lr_schedule_changes) when there were any, since the final settings alone do not say what
+    the earlier steps used."""
     if tc.get("lr_schedule", "constant") == "constant":
-        return " (constant)"
-    return (f" until step {tc['lr_decay_start']:,}, then a cosine anneal to {tc['lr_final']} "
-            f"over {tc['lr_decay_steps']:,} steps")
+        text = " (constant)"
+    else:
+        text = (f" until step {tc['lr_decay_start']:,}, then a cosine anneal to "
+                f"{tc['lr_final']} over {tc['lr_decay_steps']:,} steps")
+    if changes:
+        done = "; ".join(f"at step {c['step']:,}: "
+                         + ", ".join(f"{k} {v}" for k, v in c.items() if k != "step")
+                         for c in changes)
+        text += f" (the final settings; changed on resume {done})"
+    return text
 
 
 def model_card(report: dict, run: Path) -> str:
@@ -181,7 +191,7 @@ Vocabulary {len(cfg['vocab']['symbols']) + 3} tokens (SELFIES default constraint
 ## Training
 Loss per molecule: token cross-entropy + beta * sum_d max(KL_d, free_bits) with beta
 {tc['beta']} (linear warm-up over {tc['kl_warmup_steps']} steps) and free bits {tc['free_bits']}
-nats per dimension; AdamW lr {tc['lr']}{_lr_schedule(tc)}; batch {tc['batch_size']}, gradient
+nats per dimension; AdamW lr {tc['lr']}{_lr_schedule(tc, cfg.get('lr_schedule_changes'))}; batch {tc['batch_size']}, gradient
 clip {tc['grad_clip']}; teacher forcing only (Gumbel fraction {tc['gumbel_frac_end']}).
 Checkpoint used: step {report['step']}, after {wall / 60:.0f} minutes of training on
 {report['hardware']['cores']} CPU cores ({report['hardware']['cpu']}), seed {cfg['seed']}.

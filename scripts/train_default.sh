@@ -6,6 +6,10 @@
 # gives the same learning-rate schedule as the recipe below from its start:
 #   bash scripts/train_default.sh runs/moses_default 100m --lr-schedule cosine \
 #       --lr-decay-start 12500 --lr-decay-steps 7500 --lr-final 5e-5
+# and then warm-restarted from step 19,253 at a lower peak rate that anneals again (the recipe
+# file cannot express a second cycle; config.json records it under lr_schedule_changes):
+#   bash scripts/train_default.sh runs/moses_default 118m --lr 3e-4 --lr-schedule cosine \
+#       --lr-decay-start 19253 --lr-decay-steps 7000 --lr-final 5e-5
 # Then: python scripts/finalize_default.py runs/moses_default
 set -euo pipefail
 out=${1:-runs/moses_default}

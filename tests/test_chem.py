@@ -56,6 +56,14 @@ def test_selfies_to_smiles_empty_and_bad_decode_give_none():
     assert chem.selfies_to_smiles("[C][O]") == "CO"
 
 
+def test_selfies_to_smiles_many_matches_one_by_one():
+    items = ["[C][O]", None, "", "[nop]", "[C][=C][C][=C][C][=C][Ring1][=Branch1]",
+             "[O][=C][Branch1][C][O][C]", "[N][#N]"]
+    out = chem.selfies_to_smiles_many(items)
+    assert out == [None if s is None else chem.selfies_to_smiles(s) for s in items]
+    assert out[0] == "CO" and out[1] is None and out[4] == "c1ccccc1"
+
+
 # ------------------------------------------------------------------------------ bad inputs
 @pytest.mark.parametrize(
     ("x", "status", "words"),

@@ -82,12 +82,13 @@ def test_resume_with_lr_anneal_and_a_fixed_setting(tmp_path, small_csv, caplog):
     out = tmp_path / "run"
     assert _train(small_csv, "--out", out, *TINY_FLAGS, quiet=True) == 0
     with caplog.at_level("WARNING", logger="molvae"):
-        assert _train(small_csv, "--out", out, "--resume", "--max-steps", "6", "--lr", "0.5",
-                      "--lr-schedule", "cosine", "--lr-decay-start", "4", quiet=True) == 0
+        assert _train(small_csv, "--out", out, "--resume", "--max-steps", "6", "--beta", "0.5",
+                      "--lr", "5e-4", "--lr-schedule", "cosine", "--lr-decay-start", "4", quiet=True) == 0
     warning = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
-    assert "keeps the run's lr;" in warning and "lr_schedule" in warning
+    assert "keeps the run's beta;" in warning and "lr_schedule" in warning
     tc = json.loads((out / "config.json").read_text())["train_config"]
-    assert tc["lr_schedule"] == "cosine" and tc["lr_decay_start"] == 4 and tc["lr"] == 1e-3
+    assert tc["lr_schedule"] == "cosine" and tc["lr_decay_start"] == 4 and tc["lr"] == 5e-4
+    assert tc["beta"] != 0.5
 
 
 def test_train_with_config_file(tmp_path, small_csv):

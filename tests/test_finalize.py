@@ -56,5 +56,11 @@ def test_model_card_shows_the_breakdown_and_the_lr_schedule(finalize, trained_ru
     assert "| ring of 8+ atoms | 0.170 |" in card and "| MCF MCF1 | 0.050 |" in card
     assert "5,000 valid samples" in card
     assert "until step 12,500, then a cosine anneal to 5e-05 over 7,500 steps" in card
+    assert "changed on resume" not in card
+    # a warm restart recorded on resume is named with its step and values
+    cfg["lr_schedule_changes"] = [{"step": 19253, "lr": 3e-4, "lr_decay_start": 19253}]
+    (copy / "config.json").write_text(json.dumps(cfg))
+    card = finalize.model_card(report, copy)
+    assert "changed on resume at step 19,253: lr 0.0003, lr_decay_start 19253" in card
     del report["filter_failures"]  # an older report without it still renders
     assert "share of valid samples" not in finalize.model_card(report, copy)

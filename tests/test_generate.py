@@ -105,6 +105,34 @@ def test_iter_sample_concatenation_equals_sample(model):
     assert flat == molvae.sample(model, 23, temperature=1.0, seed=4, batch_size=5)
 
 
+def test_samples_do_not_depend_on_threads_and_threads_are_restored(model):
+    """Chunks carry their own seeded streams: one decoding thread or two give the same
+    molecules; torch's intra-op thread count is back afterwards, also after an early stop."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = molvae.sample(model, 40, seed=3, batch_size=6)
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        assert molvae.sample(model, 40, seed=3, batch_size=6) == one
+        assert torch.get_num_threads() == 2
+        parts = iter_sample(model, 40, seed=3, batch_size=6)
+        assert next(parts) == one[:6]
+        parts.close()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_iter_sample_ids_are_what_sample_decodes(model):
+    from molvae.generate import _ids_to_smiles, iter_sample_ids
+    batches = list(iter_sample_ids(model, 17, seed=2, batch_size=5))
+    assert [len(b) for b in batches] == [5, 5, 5, 2]
+    payload = (list(model.vocab.symbols), dict(model.vocab.constraints))
+    smiles = [s for b in batches for s in _ids_to_smiles((*payload, b))]
+    assert smiles == molvae.sample(model, 17, seed=2, batch_size=5)
+
+
 def test_worker_post_processing_matches_in_process(short_model, monkeypatch):
     """n >= 4096 with workers >= 1 post-processes in a process pool: same answer as inline."""
     import molvae.generate as gen_mod

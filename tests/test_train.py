@@ -216,6 +216,16 @@ def test_cosine_lr_is_applied_and_can_be_added_on_resume(tmp_path, train_csv,
     lrs = [float(r["lr"]) for r in rows]
     assert lrs[:6] == [2e-3] * 6 and lrs[-2] == lrs[-1] == pytest.approx(1e-4)
     assert len(json.loads((out / "config.json").read_text())["lr_schedule_changes"]) == 1
+    # a warm restart: a new peak lr that anneals again from the current step
+    restart = dict(lr=1e-3, lr_decay_start=11, lr_decay_steps=2)
+    run = json.loads((out / "config.json").read_text())
+    molvae.train(train_csv, out, resume=True, progress=False, cache_dir=session_cache,
+                 device="cpu", train_config=TrainConfig(**{**run["train_config"], **restart,
+                                                            "max_steps": 13}))
+    changes = json.loads((out / "config.json").read_text())["lr_schedule_changes"]
+    assert changes[-1] == {"step": 11, **restart} and len(changes) == 2
+    lrs = [float(r["lr"]) for r in _metrics(out) if r["split"] == "train"]
+    assert lrs[11] == pytest.approx(1e-3) and lrs[12] == pytest.approx((1e-3 + 1e-4) / 2)
 
 
 def test_resume_after_interrupt_is_exact(tmp_path, monkeypatch, straight_run, train_csv,
