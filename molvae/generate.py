@@ -23,8 +23,8 @@ from .checkpoint import Model
 from .data import _pool_context, pad_ids
 from .vocab import EOS, Vocab
 
-__all__ = ["MoleculeError", "sample", "iter_sample", "iter_sample_ids", "encode", "decode", "reconstruct",
-           "reconstruction_rate", "active_units",
+__all__ = ["MoleculeError", "sample", "iter_sample", "iter_sample_ids", "encode", "decode",
+           "reconstruct", "reconstruction_rate", "active_units",
            "interpolate", "neighbours", "elbo", "prepare_inputs", "sample_latent"]
 
 

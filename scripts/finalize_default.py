@@ -151,6 +151,7 @@ def model_card(report: dict, run: Path) -> str:
     last = val[-1] if val else {}
     wall = float(rows[-1]["elapsed_s"]) if rows else float("nan")
     mc, tc = cfg["model_config"], cfg["train_config"]
+    lr_text = _lr_schedule(tc, cfg.get("lr_schedule_changes"))
     protocol = ("INTERIM MODEL, measured with --quick on the 10,000 samples above, not the "
                 "30,000-sample MOSES protocol:" if report["quick"] else
                 "30,000 samples against the MOSES test sets (MOSES protocol; FCD with fcd_torch):")
@@ -191,7 +192,7 @@ Vocabulary {len(cfg['vocab']['symbols']) + 3} tokens (SELFIES default constraint
 ## Training
 Loss per molecule: token cross-entropy + beta * sum_d max(KL_d, free_bits) with beta
 {tc['beta']} (linear warm-up over {tc['kl_warmup_steps']} steps) and free bits {tc['free_bits']}
-nats per dimension; AdamW lr {tc['lr']}{_lr_schedule(tc, cfg.get('lr_schedule_changes'))}; batch {tc['batch_size']}, gradient
+nats per dimension; AdamW lr {tc['lr']}{lr_text}; batch {tc['batch_size']}, gradient
 clip {tc['grad_clip']}; teacher forcing only (Gumbel fraction {tc['gumbel_frac_end']}).
 Checkpoint used: step {report['step']}, after {wall / 60:.0f} minutes of training on
 {report['hardware']['cores']} CPU cores ({report['hardware']['cpu']}), seed {cfg['seed']}.

@@ -83,7 +83,8 @@ def test_resume_with_lr_anneal_and_a_fixed_setting(tmp_path, small_csv, caplog):
     assert _train(small_csv, "--out", out, *TINY_FLAGS, quiet=True) == 0
     with caplog.at_level("WARNING", logger="molvae"):
         assert _train(small_csv, "--out", out, "--resume", "--max-steps", "6", "--beta", "0.5",
-                      "--lr", "5e-4", "--lr-schedule", "cosine", "--lr-decay-start", "4", quiet=True) == 0
+                      "--lr", "5e-4", "--lr-schedule", "cosine", "--lr-decay-start", "4",
+                      quiet=True) == 0
     warning = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
     assert "keeps the run's beta;" in warning and "lr_schedule" in warning
     tc = json.loads((out / "config.json").read_text())["train_config"]
