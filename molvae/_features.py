@@ -9,7 +9,6 @@ definition changes.
 
 from __future__ import annotations
 
-import csv
 import gzip
 import hashlib
 import importlib.util
@@ -34,11 +33,7 @@ from rdkit.Chem.Scaffolds import MurckoScaffold
 from scipy.stats import wasserstein_distance
 from tqdm import tqdm
 
-_DATA_FILES = Path(__file__).resolve().parent / "data_files"
-
 FP_RADIUS, FP_BITS = 2, 1024  # MOSES: Morgan, radius 2, 1024 bits
-FILTER_ATOMS = frozenset({"C", "N", "S", "O", "F", "Cl", "Br", "H"})
-MAX_RING_SIZE = 7  # MOSES rejects any ring with len(ring) >= 8
 SCAFFOLD_MIN_RINGS = 2  # MOSES compute_scaffolds(min_rings=2): smaller scaffolds are not counted
 PROPERTY_NAMES = ("logP", "SA", "QED", "weight")
 
@@ -91,56 +86,6 @@ def _sascorer() -> ModuleType:
     return module
 
 
-@lru_cache(maxsize=1)
-def _filter_patterns() -> tuple[tuple[str, Chem.Mol], ...]:
-    """The MCF and PAINS SMARTS of MOSES as (name, pattern), parsed once per process."""
-    with open(_DATA_FILES / "mcf.csv", newline="") as f:
-        named = [(f"MCF {row['names']}", row["smarts"]) for row in csv.DictReader(f)]
-    with open(_DATA_FILES / "wehi_pains.csv", newline="") as f:
-        # No header; the SMARTS field is padded with spaces after its closing quote; the name
-        # is written <regId=NAME>.
-        named += [(f"PAINS {row[1].strip().removeprefix('<regId=').removesuffix('>')}",
-                   row[0].strip()) for row in csv.reader(f) if row]
-    patterns = tuple((name, Chem.MolFromSmarts(sm)) for name, sm in named)
-    bad = [sm for (_, sm), (_, p) in zip(named, patterns, strict=True) if p is None]
-    if bad:
-        raise RuntimeError(f"unparsable filter SMARTS in {_DATA_FILES}: {bad[:3]}")
-    return patterns
-
-
-def _filter_failures(mol: Chem.Mol, first_only: bool = False) -> list[str]:
-    """Why a sanitized molecule fails the MOSES filters (empty when it passes); with
-    first_only, stop at the first reason (the cheap checks come first)."""
-    out: list[str] = []
-    for ring in mol.GetRingInfo().AtomRings():
-        if len(ring) > MAX_RING_SIZE:
-            out.append(f"ring of {MAX_RING_SIZE + 1}+ atoms")
-            break
-    for a in mol.GetAtoms():
-        if out and first_only:
-            return out
-        if a.GetFormalCharge() != 0 and "charged atom" not in out:
-            out.append("charged atom")
-        if a.GetSymbol() not in FILTER_ATOMS and f"atom {a.GetSymbol()}" not in out:
-            out.append(f"atom {a.GetSymbol()}")
-    if out and first_only:
-        return out
-    with_h = Chem.AddHs(mol)  # several MCF/PAINS patterns name explicit hydrogens
-    for name, p in _filter_patterns():
-        if with_h.HasSubstructMatch(p):
-            out.append(name)
-            if first_only:
-                return out
-    smiles = Chem.MolToSmiles(mol, isomericSmiles=False)
-    if not smiles or Chem.MolFromSmiles(smiles) is None:
-        out.append("non-isomeric SMILES does not parse")
-    return out
-
-
-def _passes(mol: Chem.Mol) -> bool:
-    return not _filter_failures(mol, first_only=True)
-
-
 def _scaffold(mol: Chem.Mol) -> str | None:
     try:
         scaffold = MurckoScaffold.GetScaffoldForMol(mol)
@@ -165,6 +110,7 @@ def _featurize_chunk(chunk: Sequence[object], flags: int) -> list[tuple | None]:
 
     Tuple: (canonical SMILES, packed fingerprint, BRICS fragments, scaffold, properties, passes).
     """
+    from .filters import _passes  # here, not at the top: filters imports this module
     out: list[tuple | None] = []
     with rdBase.BlockLogs():
         for item in chunk:

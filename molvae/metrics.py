@@ -37,7 +37,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from rdkit import Chem, rdBase
 
 from ._features import (  # the internals the metrics below are built from
     _ALL,
@@ -59,17 +58,15 @@ from ._features import (  # the internals the metrics below are built from
     _fcd_model,
     _fcd_stats,
     _featurize,
-    _filter_failures,
     _int_divs,
     _key,
     _load_npz,
-    _passes,
     _pmap,
     _reference_features,
     _snn,
-    _to_mol,
     _wasserstein,
 )
+from .filters import filter_failures, passes_filters  # public here too, as before
 
 __all__ = [
     "MOSES_DIR",
@@ -369,56 +366,10 @@ def scaffold_similarity(
     return _cosine(_counts(ref, "scaf"), _counts(gen, "scaf"))
 
 
-def _filter_mol(mol_or_smiles: Chem.Mol | str | None) -> Chem.Mol | None:
-    """A sanitized copy of a Mol, or the parsed SMILES; None when it is not a valid molecule."""
-    if isinstance(mol_or_smiles, Chem.Mol):
-        mol = Chem.Mol(mol_or_smiles)  # work on a copy: sanitizing changes the molecule
-        try:
-            Chem.SanitizeMol(mol)
-        except (ValueError, RuntimeError):
-            return None
-        return mol if mol.GetNumAtoms() else None
-    return _to_mol(mol_or_smiles)
-
-
-def passes_filters(mol_or_smiles: Chem.Mol | str | None) -> bool:
-    """Whether one molecule passes the MOSES filters.
-
-    It must have only the atoms C, N, S, O, F, Cl, Br, H; no formal charge; no ring of 8 or more
-    atoms; no match (with explicit hydrogens added) to any MCF or PAINS SMARTS; and its
-    non-isomeric SMILES must parse again.
-
-    Args:
-        mol_or_smiles: an RDKit molecule or a SMILES string.
-
-    Returns:
-        True if it passes; False if it fails or is not a valid molecule.
-    """
-    with rdBase.BlockLogs():
-        mol = _filter_mol(mol_or_smiles)
-        return mol is not None and _passes(mol)
-
-
-def filter_failures(mol_or_smiles: Chem.Mol | str | None) -> list[str]:
-    """Every reason one molecule fails the MOSES filters (see `passes_filters`).
-
-    Args:
-        mol_or_smiles: an RDKit molecule or a SMILES string.
-
-    Returns:
-        An empty list when it passes; otherwise the reasons in the order checked, e.g.
-        ``["ring of 8+ atoms", "atom P", "MCF MCF1", "PAINS ene_five_het_A(201)"]``, or
-        ``["invalid molecule"]``.
-    """
-    with rdBase.BlockLogs():
-        mol = _filter_mol(mol_or_smiles)
-        return ["invalid molecule"] if mol is None else _filter_failures(mol)
-
-
 def fraction_passes_filters(
     samples: Sequence[str | None], *, n_jobs: int | None = None, progress: bool = False
 ) -> float:
-    """Fraction of valid samples that pass the MOSES filters (see `passes_filters`).
+    """Fraction of valid samples that pass the MOSES filters (see `molvae.filters`).
 
     Args:
         samples: generated SMILES; invalid ones are dropped.

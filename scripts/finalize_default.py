@@ -20,7 +20,6 @@ import copy
 import csv
 import json
 import os
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -28,14 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from benchmark_moses import hardware, latent_measures, markdown, measure, update_readme, write
-from tqdm.auto import tqdm
 
 import molvae
 from molvae import checkpoint as ckpt
 from molvae.data import collate, load_dataset
+from molvae.filters import failure_kind, filter_failures_many, is_pattern
 from molvae.metrics import (
     fcd,
-    filter_failures,
     format_table,
     fraction_passes_filters,
     fraction_unique,
@@ -105,21 +103,12 @@ def filter_breakdown(samples: list[str | None], top: int = 8) -> dict:
     """Why valid samples fail the MOSES filters: the share of valid samples with each kind of
     failure (a molecule can fail for several reasons) and the commonest single patterns."""
     valid = [s for s in samples if s is not None]
-    reasons = [filter_failures(s) for s in tqdm(valid, desc="filter reasons", file=sys.stderr)]
-
-    def kind(reason: str) -> str:
-        if reason.startswith("atom "):
-            return "atom other than C, N, S, O, F, Cl, Br, H"
-        if reason.startswith(("MCF ", "PAINS ")):
-            return f"any {reason.split(' ')[0]} pattern"
-        return reason
-
     kinds: Counter = Counter()
     patterns: Counter = Counter()
-    for rs in reasons:
+    for rs in filter_failures_many(valid, progress=True):
         kinds.update(["fails the filters"] if rs else [])
-        kinds.update({kind(r) for r in rs})
-        patterns.update(r for r in rs if r.startswith(("MCF ", "PAINS ")))
+        kinds.update({failure_kind(r) for r in rs})
+        patterns.update(r for r in rs if is_pattern(r))
     n = max(1, len(valid))
     return {"valid": len(valid),
             "kinds": {k: v / n for k, v in kinds.most_common()},

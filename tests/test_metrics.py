@@ -250,6 +250,30 @@ def test_filter_failures_agrees_with_passes_filters(moses_smiles):
     assert all(M.filter_failures(smi) for smi in rejected)
 
 
+def test_filter_failures_many_matches_one_by_one_also_on_a_process_pool(monkeypatch):
+    from molvae import filters
+    samples = [*DRUGS[:10], "C1CCCCCCC1[N+](C)(C)CP", "O=Cc1ccccc1", "not a smiles", None,
+               Chem.MolFromSmiles("S=C1SC(=Cc2ccccc2)C(=O)N1")]
+    one_by_one = [M.filter_failures(s) for s in samples]
+    assert filters.filter_failures_many(samples, n_jobs=1) == one_by_one
+    monkeypatch.setattr(F, "_MIN_PARALLEL", 0)
+    monkeypatch.setattr(F, "_CHUNK", 4)
+    assert filters.filter_failures_many(samples, n_jobs=2) == one_by_one
+
+
+@pytest.mark.parametrize("reason, kind", [
+    ("atom P", "atom other than C, N, S, O, F, Cl, Br, H"),
+    ("MCF MCF7", "any MCF pattern"),
+    ("PAINS ene_rhod_A(235)", "any PAINS pattern"),
+    ("ring of 8+ atoms", "ring of 8+ atoms"),
+    ("charged atom", "charged atom"),
+])
+def test_failure_kind_groups_the_reasons_filter_failures_writes(reason, kind):
+    from molvae import filters
+    assert filters.failure_kind(reason) == kind
+    assert filters.is_pattern(reason) == kind.startswith("any ")
+
+
 def test_fraction_passes_filters_ignores_invalid():
     samples = ["O=C(NC1CCCCCC1)c1ccccc1", "C[N+](C)(C)C", None, "C1CC"]
     assert M.fraction_passes_filters(samples, n_jobs=1) == 0.5
