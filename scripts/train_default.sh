@@ -10,6 +10,8 @@
 # file cannot express a second cycle; config.json records it under lr_schedule_changes):
 #   bash scripts/train_default.sh runs/moses_default 118m --lr 3e-4 --lr-schedule cosine \
 #       --lr-decay-start 19253 --lr-decay-steps 7000 --lr-final 5e-5
+# stopped at step 19,975 and resumed with a shorter anneal that fit the time left:
+#   bash scripts/train_default.sh runs/moses_default 66m --lr-decay-steps 5800
 # Then: python scripts/finalize_default.py runs/moses_default
 set -euo pipefail
 out=${1:-runs/moses_default}
