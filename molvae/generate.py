@@ -169,25 +169,25 @@ def iter_sample(model: Model, n: int, *, temperature: float = 1.0, seed: int | N
     workers. While the iterator is open, torch's own intra-op threads are set to one (the
     decoding threads take the cores instead); closing or finishing it restores them.
     """
-    _check_sampling(n, temperature)
-    yield from _stream(model, n, lambda start, size, gen: sample_latent(model, size, gen),
-                       temperature, seed, batch_size, workers)
+    yield from _sample_stream(model, n, temperature, seed, batch_size, workers, True)
 
 
 def iter_sample_ids(model: Model, n: int, *, temperature: float = 1.0,
                     seed: int | None = None, batch_size: int = 1000) -> Iterator[np.ndarray]:
     """The token ids that :func:`iter_sample` would turn into SMILES, batch by batch (PAD after
     [eos]); the pure decoding work, without SELFIES or RDKit."""
-    _check_sampling(n, temperature)
-    yield from _stream(model, n, lambda start, size, gen: sample_latent(model, size, gen),
-                       temperature, seed, batch_size, None, post_process=False)
+    yield from _sample_stream(model, n, temperature, seed, batch_size, None, False)
 
 
-def _check_sampling(n: int, temperature: float) -> None:
+def _sample_stream(model: Model, n: int, temperature: float, seed: int | None,
+                   batch_size: int, workers: int | None, post_process: bool) -> Iterator[Any]:
+    """iter_sample and iter_sample_ids: latent points drawn per chunk, then _stream."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if not temperature >= 0:  # also catches NaN
         raise ValueError(f"temperature must be a number >= 0, got {temperature}")
+    yield from _stream(model, n, lambda start, size, gen: sample_latent(model, size, gen),
+                       temperature, seed, batch_size, workers, post_process)
 
 
 def sample(model: Model, n: int, temperature: float = 1.0, seed: int | None = None, *,
