@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import sys as _sys
+import types as _types
+from typing import Any
 
+from ._version import __version__
 from .checkpoint import CheckpointError, Model
 from .config import ConfigError, ModelConfig, TrainConfig
 from .data import DataFileError
@@ -19,7 +22,39 @@ from .generate import (
     reconstruction_rate,
     sample,
 )
-from .train import TrainingError, train
+from .optimize import optimize
+from .oracle import Constraints, OptimizeResult
+from .properties import score
+
+# The training code is loaded on first use of `molvae.train` / `molvae.TrainingError`, so that
+# `import molvae` (and `molvae sample`) does not import it. `train` needs a property rather
+# than a module __getattr__: the function shares its name with the submodule molvae.train, and
+# importing that submodule sets the package attribute `train` to the module.
+
+
+class _Package(_types.ModuleType):
+    @property
+    def train(self) -> Any:
+        from .train import train
+        return train
+
+    @train.setter
+    def train(self, value: Any) -> None:
+        pass  # the import system storing the submodule: `molvae.train` stays the function
+
+
+_sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TrainingError":
+        from .train import TrainingError
+        return TrainingError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "train", "TrainingError"})
 
 
 def load(path: str | None = None, device: str = "cpu") -> Model:
@@ -56,6 +91,10 @@ __all__ = [
     "interpolate",
     "neighbours",
     "elbo",
+    "score",
+    "optimize",
+    "Constraints",
+    "OptimizeResult",
     "evaluate",
     "MoleculeError",
     "Model",

@@ -1,5 +1,5 @@
-"""Internals of molvae.metrics: per-molecule features, the parallel map, the Tanimoto kernel,
-the on-disk caches of reference statistics and the fcd_torch plumbing.
+"""Internals of molvae.metrics: per-molecule features (mapped over molvae.parallel's process
+pool), the Tanimoto kernel, the on-disk caches of reference statistics and the fcd_torch plumbing.
 
 Split out of metrics.py so that module reads as the list of MOSES metrics; nothing here is public
 API. Cache keys (``_key``) must stay stable: a change re-computes every cached reference set
@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
 import math
-import multiprocessing
 import os
 import sys
 import warnings
@@ -21,17 +19,20 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache, partial
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import rdkit
-from rdkit import Chem, RDConfig, rdBase
+from rdkit import Chem, rdBase
 from rdkit.Chem import Crippen, Descriptors, rdFingerprintGenerator
 from rdkit.Chem.QED import qed
 from rdkit.Chem.Scaffolds import MurckoScaffold
 from scipy.stats import wasserstein_distance
 from tqdm import tqdm
+
+from . import parallel
+from .filters import _passes, _to_mol
+from .properties import _safe, _sascorer
 
 FP_RADIUS, FP_BITS = 2, 1024  # MOSES: Morgan, radius 2, 1024 bits
 SCAFFOLD_MIN_RINGS = 2  # MOSES compute_scaffolds(min_rings=2): smaller scaffolds are not counted
@@ -39,8 +40,6 @@ PROPERTY_NAMES = ("logP", "SA", "QED", "weight")
 
 # Bump when a definition changes: it is part of every cache key.
 _CACHE_VERSION = "molvae-metrics-1"
-_CHUNK = 256  # molecules per worker task
-_MIN_PARALLEL = 2000  # below this many molecules a process pool costs more than it saves
 _ROWS, _COLS = 2048, 8192  # Tanimoto block: (2048, 8192) float32 = 64 MiB
 
 # What _featurize_chunk computes for each molecule; a bit mask keeps pickled tasks tiny.
@@ -54,36 +53,9 @@ Stats = dict[str, np.ndarray]
 # --------------------------------------------------------------------------- per molecule
 
 
-def _to_mol(smiles: object) -> Chem.Mol | None:
-    """Parses one sample; None for non-strings, blanks, inner whitespace, unparsable or empty."""
-    if not isinstance(smiles, str):
-        return None
-    text = smiles.strip()
-    # RDKit reads "CCO name" as ethanol named "name"; a sample with a space in it is not a SMILES.
-    if not text or any(c.isspace() for c in text):
-        return None
-    mol = Chem.MolFromSmiles(text)
-    if mol is None or mol.GetNumAtoms() == 0:
-        return None
-    return mol
-
-
 @lru_cache(maxsize=1)
 def _morgan() -> Any:
     return rdFingerprintGenerator.GetMorganGenerator(radius=FP_RADIUS, fpSize=FP_BITS)
-
-
-@lru_cache(maxsize=1)
-def _sascorer() -> ModuleType:
-    """Loads RDKit Contrib's sascorer.py from its file, leaving sys.path alone."""
-    path = Path(RDConfig.RDContribDir) / "SA_Score" / "sascorer.py"
-    if not path.is_file():
-        raise ImportError(f"RDKit's SA_Score contrib module is missing: {path}")
-    spec = importlib.util.spec_from_file_location("_molvae_sascorer", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _scaffold(mol: Chem.Mol) -> str | None:
@@ -97,20 +69,11 @@ def _scaffold(mol: Chem.Mol) -> str | None:
     return smiles
 
 
-def _safe(func: Callable[[Chem.Mol], float], mol: Chem.Mol) -> float:
-    try:
-        value = func(mol)
-    except Exception:  # a descriptor failing on one odd molecule must not sink the batch
-        return math.nan
-    return math.nan if value is None else float(value)
-
-
 def _featurize_chunk(chunk: Sequence[object], flags: int) -> list[tuple | None]:
     """Worker: one tuple per input, None where invalid.
 
     Tuple: (canonical SMILES, packed fingerprint, BRICS fragments, scaffold, properties, passes).
     """
-    from .filters import _passes  # here, not at the top: filters imports this module
     out: list[tuple | None] = []
     with rdBase.BlockLogs():
         for item in chunk:
@@ -148,34 +111,6 @@ def _canonical_chunk(chunk: Sequence[object]) -> list[str | None]:
 # --------------------------------------------------------------------------- plumbing
 
 
-def _jobs(n_jobs: int | None) -> int:
-    return max(1, os.cpu_count() or 1) if n_jobs is None else max(1, int(n_jobs))
-
-
-def _pmap(
-    func: Callable[[list], list], items: Sequence, n_jobs: int | None, progress: bool, desc: str
-) -> list:
-    """Maps a chunk function over items in order, in a process pool when it pays."""
-    items = list(items)
-    chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
-    n_jobs = min(_jobs(n_jobs), len(chunks))
-    out: list = []
-    with tqdm(
-        total=len(items), desc=desc, unit="mol", disable=not progress, file=sys.stderr
-    ) as bar:
-        if n_jobs <= 1 or len(items) < _MIN_PARALLEL:
-            results: Iterable[list] = map(func, chunks)
-            for chunk, result in zip(chunks, results, strict=True):
-                out.extend(result)
-                bar.update(len(chunk))
-        else:
-            with multiprocessing.get_context().Pool(n_jobs) as pool:
-                for chunk, result in zip(chunks, pool.imap(func, chunks), strict=True):
-                    out.extend(result)
-                    bar.update(len(chunk))
-    return out
-
-
 def _featurize(
     smiles: Sequence[object], flags: int, n_jobs: int | None, progress: bool, desc: str
 ) -> list[tuple | None]:
@@ -183,7 +118,8 @@ def _featurize(
     index: dict[object, int] = {}
     keys = [index.setdefault(s if isinstance(s, str) else None, len(index)) for s in smiles]
     unique = list(index)
-    done = _pmap(partial(_featurize_chunk, flags=flags), unique, n_jobs, progress, desc)
+    done = parallel.pmap(partial(_featurize_chunk, flags=flags), unique, jobs=n_jobs,
+                         progress=progress, desc=desc)
     return [done[k] for k in keys]
 
 
@@ -364,7 +300,7 @@ def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
 def _fcd_model(device: str, n_jobs: int | None, batch_size: int) -> Any:
     from fcd_torch import FCD
 
-    return FCD(device=device, n_jobs=_jobs(n_jobs), batch_size=batch_size)
+    return FCD(device=device, n_jobs=parallel.n_jobs(n_jobs), batch_size=batch_size)
 
 
 def _fcd_stats(model: Any, smiles: Sequence[str], progress: bool, desc: str) -> Stats:
@@ -446,7 +382,8 @@ def _canonical_set(
                 return set(f.read().split("\n")) - {""}
         except (OSError, EOFError):
             pass
-    canonical = set(_pmap(_canonical_chunk, smiles, n_jobs, progress, "train canonical")) - {None}
+    canonical = set(parallel.pmap(_canonical_chunk, smiles, jobs=n_jobs, progress=progress,
+                                  desc="train canonical")) - {None}
     if path is not None:
         text = "\n".join(sorted(canonical)).encode()
         _atomic_write(path, lambda f: f.write(gzip.compress(text, compresslevel=6)))

@@ -97,7 +97,7 @@ def versions() -> dict[str, str]:
     import rdkit
     import selfies
 
-    from . import __version__
+    from ._version import __version__
     return {"molvae": __version__, "torch": torch.__version__, "rdkit": rdkit.__version__,
             "selfies": selfies.__version__, "python": platform.python_version()}
 

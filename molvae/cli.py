@@ -15,9 +15,17 @@ from dataclasses import fields
 from typing import Any
 
 from .checkpoint import CheckpointError
-from .config import ConfigError, ModelConfig, TrainConfig, from_dict, load_config_file
+from .config import (  # UsageError: re-exported, it used to live here
+    ConfigError,
+    ModelConfig,
+    TrainConfig,
+    UsageError,
+    default_num_threads,
+    from_dict,
+    load_config_file,
+)
 
-__all__ = ["main"]
+__all__ = ["main", "UsageError"]
 
 log = logging.getLogger("molvae")
 
@@ -33,10 +41,6 @@ _FLAG_HELP = {
     "lr_schedule": "constant | cosine (from --lr at --lr-decay-start to --lr-final)",
     "num_workers": "tokenizer processes (0 = all cores)",
 }
-
-
-class UsageError(ValueError):
-    """Bad command-line usage; exit 2."""
 
 
 def parse_duration(text: str) -> float:
@@ -66,7 +70,7 @@ def _collect(args: argparse.Namespace, cls: type) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import default_num_threads, train
+    from .train import train
     model_d: dict[str, Any] = {}
     train_d: dict[str, Any] = {}
     if args.config:
@@ -105,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._version import __version__
     p = argparse.ArgumentParser(prog="molvae", description="Molecular generation with a "
                                 "SELFIES GRU variational autoencoder.")
     p.add_argument("--version", action="version", version=f"molvae {__version__}")
@@ -137,9 +141,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(t, TrainConfig, "training")
     t.set_defaults(func=cmd_train)
 
-    from . import cli_generate
+    from . import cli_generate, cli_optimize, cli_score
     cli_generate.add_commands(sub)
+    cli_score.add_commands(sub)
+    cli_optimize.add_commands(sub)
     return p
+
+
+def _training_errors() -> tuple[type[Exception], ...]:
+    """TrainingError when the training module is loaded, else nothing to catch: only `molvae
+    train` raises it, and importing molvae.train for the other commands would cost them the
+    training code."""
+    training = sys.modules.get(f"{__package__}.train")
+    return (training.TrainingError,) if training is not None else ()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,14 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     from .data import DataFileError
     from .draw import PictureError
     from .io import OutputError
-    from .train import TrainingError
     try:
         return int(args.func(args) or 0)
     except (DataFileError, ConfigError, CheckpointError, UsageError, FileNotFoundError,
             OutputError, PictureError) as exc:
         print(f"molvae {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except TrainingError as exc:
+    except _training_errors() as exc:
         print(f"molvae {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from .config import UsageError, resolve_device
+
 log = logging.getLogger("molvae")
 
 
 def _load_model(args: argparse.Namespace):
     from . import load
-    from .train import resolve_device
     return load(args.model, device=str(resolve_device(args.device)))
 
 
@@ -27,12 +28,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _image_check(path: str | None) -> None:
     if path and Path(path).suffix.lower() not in (".png", ".svg"):
-        from .cli import UsageError
         raise UsageError(f"--image {path}: must end in .png or .svg")
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .cli import UsageError
     from .generate import iter_sample
     from .io import TableWriter
     if args.n < 1:
@@ -72,7 +71,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from .cli import UsageError
     from .data import read_molecules
     from .generate import elbo, encode, prepare_inputs
     from .io import TableWriter
@@ -123,7 +121,6 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
-    from .cli import UsageError
     from .generate import MoleculeError, interpolate
     from .io import TableWriter
     _image_check(args.image)
@@ -191,7 +188,6 @@ def _read_smiles_file(path: str, column: str | None = None) -> list[str]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from .cli import UsageError
     from .metrics import evaluate, format_table
     if (args.samples is None) == (args.model is None and not args.bundled):
         raise UsageError("give a samples file, or --model M (or --bundled) with -n N to sample")
@@ -228,7 +224,6 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_latent_map(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .cli import UsageError
     from .draw import latent_map
     from .generate import encode, prepare_inputs
     from .metrics import load_moses, molecule_properties

@@ -1,24 +1,64 @@
-"""Model and training configuration: frozen dataclasses, the only home of defaults."""
+"""Model and training configuration: frozen dataclasses, the only home of defaults.
+
+Also here, because every module may import this one (it imports no other molvae module, and
+torch only inside the functions that need it): :class:`UsageError` and device resolution.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import math
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:  # Python 3.11+
     import tomllib
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-__all__ = ["ConfigError", "ModelConfig", "TrainConfig", "load_config_file", "from_dict"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["ConfigError", "UsageError", "ModelConfig", "TrainConfig", "load_config_file",
+           "from_dict", "resolve_device", "default_num_threads"]
 
 
 class ConfigError(ValueError):
     """A configuration key or value is wrong; the message says which and where."""
+
+
+class UsageError(ValueError):
+    """Bad command-line usage; the CLI exits with status 2."""
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` (CUDA when PyTorch sees a GPU, else CPU), ``"cpu"``, ``"cuda"`` or
+    ``"cuda:N"`` as a torch device.
+
+    Raises:
+        ConfigError: an unknown device, or CUDA asked for where there is none.
+    """
+    import torch  # here: importing config must stay cheap
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but PyTorch sees no CUDA GPU")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
+    return torch.device(device)
+
+
+def default_num_threads() -> None:
+    """Use every core for torch's intra-op parallelism unless the user chose otherwise
+    (``OMP_NUM_THREADS``). Process-wide: for command-line entry points, not the library."""
+    import torch
+
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

@@ -12,20 +12,18 @@ import hashlib
 import io
 import json
 import logging
-import multiprocessing as mp
 import os
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import selfies
 import torch
-from tqdm.auto import tqdm
 
-from . import chem
+from . import chem, parallel
 from .vocab import EOS, PAD, Vocab, symbols_of
 
 __all__ = [
@@ -222,33 +220,15 @@ class TokenData:
         return out
 
 
-_WORKER_SETTINGS: dict[str, Any] = {}
-
-
-def _init_worker(settings: dict[str, Any]) -> None:
-    _WORKER_SETTINGS.update(settings)
-    torch.set_num_threads(1)
-
-
-def _prepare_chunk(texts: Sequence[str | None]) -> list[tuple[str, str, str]]:
-    s = _WORKER_SETTINGS
+def _prepare_chunk(texts: Sequence[str | None], settings: dict[str, Any]
+                   ) -> list[tuple[str, str, str]]:
     out = []
-    with chem.constraints(s.get("constraints")):
+    with chem.constraints(settings["constraints"]):
         for t in texts:
-            p = chem.prepare(t, largest_fragment=s["largest_fragment"],
-                             keep_stereo=s["keep_stereo"])
+            p = chem.prepare(t, largest_fragment=settings["largest_fragment"],
+                             keep_stereo=settings["keep_stereo"])
             out.append((p.selfies or "", p.status, p.reason))
     return out
-
-
-def _chunks(xs: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(xs), size):
-        yield xs[i: i + size]
-
-
-def _pool_context() -> mp.context.BaseContext:
-    # fork is fastest where it is safe; elsewhere (macOS, Windows) spawn
-    return mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
 
 
 def tokenize(texts: Sequence[str | None], lines: Sequence[int] | None = None, *,
@@ -263,22 +243,12 @@ def tokenize(texts: Sequence[str | None], lines: Sequence[int] | None = None, *,
     lines = list(range(1, n + 1)) if lines is None else list(lines)
     settings = {"keep_stereo": keep_stereo, "largest_fragment": largest_fragment,
                 "constraints": vocab.constraints if vocab else None}
-    workers = num_workers or os.cpu_count() or 1
-    results: list[tuple[str, str, str]] = []
-    bar = tqdm(total=n, desc="tokenizing", unit="mol", disable=not progress, file=sys.stderr,
-               smoothing=0.05)
-    if workers <= 1 or n < 2 * chunk_size:
-        _WORKER_SETTINGS.update(settings)  # in-process: no change to torch's thread count
-        for chunk in _chunks(texts, chunk_size):
-            results.extend(_prepare_chunk(chunk))
-            bar.update(len(chunk))
-    else:
-        ctx = _pool_context()
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(settings,)) as pool:
-            for res in pool.imap(_prepare_chunk, _chunks(texts, chunk_size)):
-                results.extend(res)
-                bar.update(len(res))
-    bar.close()
+    # the settings travel with each task (a few hundred bytes), so no process-wide state is set,
+    # in workers or here
+    results: list[tuple[str, str, str]] = parallel.pmap(
+        partial(_prepare_chunk, settings=settings), texts, jobs=num_workers,
+        chunk_size=chunk_size, min_parallel=2 * chunk_size, progress=progress,
+        desc="tokenizing")
 
     pre_errors = pre_errors or {}
     rejects: list[tuple[int, str, str, str]] = []

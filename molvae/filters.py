@@ -4,6 +4,9 @@ A molecule passes when it has only the atoms C, N, S, O, F, Cl, Br, H; no formal
 of 8 or more atoms; no match (with explicit hydrogens added) to any MCF or PAINS SMARTS of MOSES;
 and its non-isomeric SMILES parses again. The SMARTS are read from ``molvae/data_files/`` (see
 the third-party note in molvae/metrics.py). ``molvae.metrics`` re-exports the public names.
+
+The metrics internals (``molvae._features``) import this module, never the other way round: the
+sample parser ``_to_mol`` that both use lives here.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 
 from rdkit import Chem, rdBase
 
-from ._features import _pmap, _to_mol
+from . import parallel
 
 __all__ = ["FILTER_ATOMS", "failure_kind", "filter_failures", "filter_failures_many",
            "passes_filters"]
@@ -84,6 +87,20 @@ def _passes(mol: Chem.Mol) -> bool:
     return not _filter_failures(mol, first_only=True)
 
 
+def _to_mol(smiles: object) -> Chem.Mol | None:
+    """Parses one sample; None for non-strings, blanks, inner whitespace, unparsable or empty."""
+    if not isinstance(smiles, str):
+        return None
+    text = smiles.strip()
+    # RDKit reads "CCO name" as ethanol named "name"; a sample with a space in it is not a SMILES.
+    if not text or any(c.isspace() for c in text):
+        return None
+    mol = Chem.MolFromSmiles(text)
+    if mol is None or mol.GetNumAtoms() == 0:
+        return None
+    return mol
+
+
 def _filter_mol(mol_or_smiles: Chem.Mol | str | None) -> Chem.Mol | None:
     """A sanitized copy of a Mol, or the parsed SMILES; None when it is not a valid molecule."""
     if isinstance(mol_or_smiles, Chem.Mol):
@@ -139,7 +156,8 @@ def filter_failures_many(samples: Sequence[Chem.Mol | str | None], *,
         n_jobs: worker processes; default all cores.
         progress: progress bar on stderr.
     """
-    return _pmap(_failures_chunk, samples, n_jobs, progress, "filter reasons")
+    return parallel.pmap(_failures_chunk, samples, jobs=n_jobs, progress=progress,
+                         desc="filter reasons")
 
 
 def failure_kind(reason: str) -> str:

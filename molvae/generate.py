@@ -1,8 +1,9 @@
 """Strings in, strings out: sample, encode, decode, reconstruct, interpolate, neighbours, elbo.
 
 Outputs are canonical RDKit SMILES; ``None`` marks an invalid or empty decode; lists keep the
-input order and length. Post-processing (ids -> SELFIES -> SMILES -> RDKit) runs in worker
-processes while the model decodes the next batch.
+input order and length. Small decodes (one chunk) are plain synchronous code on the calling
+thread; large ones stream: chunks decode on parallel threads while post-processing (ids ->
+SELFIES -> SMILES -> RDKit) runs in worker processes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import torch
 
 from . import chem
 from .checkpoint import Model
-from .data import _pool_context, pad_ids
+from .data import pad_ids
+from .parallel import pool_context
 from .vocab import EOS, Vocab
 
 __all__ = ["MoleculeError", "sample", "iter_sample", "iter_sample_ids", "encode", "decode",
@@ -38,14 +40,19 @@ class MoleculeError(ValueError):
 
 
 # -------------------------------------------------------------------------- post-processing
-def _ids_to_smiles(args: tuple[list[str], dict[str, int], np.ndarray]) -> list[str | None]:
-    symbols, constraints, ids = args
-    vocab = Vocab(tuple(symbols), constraints)
-    with chem.constraints(constraints):
+def _smiles_of(vocab: Vocab, ids: np.ndarray) -> list[str | None]:
+    """Id rows (B, L) -> canonical SMILES, None where invalid."""
+    with chem.constraints(vocab.constraints):
         # a row that never reached [eos] ran past max_len: not a molecule the model allows
         ended = (ids == EOS).any(1)
         return chem.selfies_to_smiles_many([vocab.decode(row) if end else None
-                                            for row, end in zip(ids, ended)])
+                                            for row, end in zip(ids.tolist(), ended)])
+
+
+def _ids_to_smiles(args: tuple[list[str], dict[str, int], np.ndarray]) -> list[str | None]:
+    """_smiles_of for a worker process, which gets the vocabulary as plain data."""
+    symbols, constraints, ids = args
+    return _smiles_of(Vocab(tuple(symbols), constraints), ids)
 
 
 class _PostProcessor:
@@ -54,7 +61,7 @@ class _PostProcessor:
     def __init__(self, vocab: Vocab, workers: int | None, total: int):
         self.payload = (list(vocab.symbols), dict(vocab.constraints))
         n = workers if workers is not None else max(1, (os.cpu_count() or 1) - 1)
-        self.pool = (ProcessPoolExecutor(n, mp_context=_pool_context())
+        self.pool = (ProcessPoolExecutor(n, mp_context=pool_context())
                      if n >= 1 and total >= 4096 and workers != 0 else None)
         if self.pool is not None:
             # start the workers now, from this thread, before any decoding thread exists:
@@ -73,6 +80,11 @@ class _PostProcessor:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
+
+
+def _base_seed(seed: int | None) -> int:
+    """The seed the chunk generators derive from; fresh entropy when seed is None."""
+    return int(np.random.SeedSequence(seed).entropy % 2**63) if seed is None else int(seed)
 
 
 def _chunk_generator(model: Model, base_seed: int, k: int) -> torch.Generator:
@@ -100,7 +112,7 @@ def _stream(model: Model, total: int, make_z: Callable[[int, int, torch.Generato
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    base_seed = int(np.random.SeedSequence(seed).entropy % 2**63) if seed is None else int(seed)
+    base_seed = _base_seed(seed)
     streams = _decode_streams(model)
     post = _PostProcessor(model.vocab, workers, total) if post_process else None
     threads = torch.get_num_threads()
@@ -201,10 +213,29 @@ def sample(model: Model, n: int, temperature: float = 1.0, seed: int | None = No
     return out
 
 
+def _decode_one_chunk(model: Model, z: torch.Tensor, temperature: float,
+                      seed: int | None) -> list[str | None]:
+    """What _stream gives for latent points that fit in one chunk, as plain synchronous code:
+    one decoder call on the calling thread with the caller's torch thread settings, then
+    SELFIES/RDKit in this process. Chunk 0's generator, so the molecules are the same."""
+    gen = _chunk_generator(model, _base_seed(seed), 0)
+    model.net.eval()
+    with torch.no_grad():
+        ids = _decode_ids(model, z, temperature, gen)  # (N, <= max_len + 1)
+    return _smiles_of(model.vocab, ids)
+
+
 def decode(model: Model, z: torch.Tensor | np.ndarray, temperature: float = 0.0,
            seed: int | None = None, *, batch_size: int = 1000, workers: int | None = 0
            ) -> list[str | None]:
-    """Decode latent points (N, Z) to SMILES; temperature 0 is greedy."""
+    """Decode latent points (N, Z) to SMILES; temperature 0 is greedy.
+
+    Up to ``batch_size`` points (one chunk: what an optimizer asks for) are decoded by plain
+    synchronous code that leaves torch's thread settings alone. More points go through the
+    streaming decoder, which decodes chunks on parallel threads (setting torch's intra-op
+    threads to one while it runs) and post-processes on ``workers`` processes; for the same
+    ``seed`` and ``batch_size`` both give the same molecules.
+    """
     z = torch.as_tensor(np.asarray(z) if not isinstance(z, torch.Tensor) else z,
                         dtype=torch.float32)
     if z.ndim == 1:
@@ -212,6 +243,16 @@ def decode(model: Model, z: torch.Tensor | np.ndarray, temperature: float = 0.0,
     if z.ndim != 2 or z.shape[1] != model.config.latent_dim:
         raise ValueError(f"z must have shape (N, {model.config.latent_dim}), got "
                          f"{tuple(z.shape)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not temperature >= 0:  # also catches NaN
+        raise ValueError(f"temperature must be a number >= 0, got {temperature}")
+    if len(z) == 0:
+        return []
+    if len(z) <= batch_size:
+        # a thread pool and a process-wide thread-count switch cost more than they save on a
+        # single chunk (scripts/benchmark_decode.py), and would touch the caller's settings
+        return _decode_one_chunk(model, z, temperature, seed)
     return [smi for part in _stream(model, len(z), lambda start, size, gen: z[start: start + size],
                                     temperature, seed, batch_size, workers)
             for smi in part]

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import parallel
 from ._features import (  # the internals the metrics below are built from
     _ALL,
     _FILTERS,
@@ -61,7 +62,6 @@ from ._features import (  # the internals the metrics below are built from
     _int_divs,
     _key,
     _load_npz,
-    _pmap,
     _reference_features,
     _snn,
     _wasserstein,
@@ -180,7 +180,9 @@ def fraction_valid(
     """
     if len(samples) == 0:
         raise ValueError("fraction_valid() needs at least one sample")
-    canonical = _pmap(_canonical_chunk, samples, n_jobs, progress, "validity")
+    canonical = parallel.pmap(
+        _canonical_chunk, samples, jobs=n_jobs, progress=progress, desc="validity"
+    )
     return sum(c is not None for c in canonical) / len(samples)
 
 
@@ -217,7 +219,9 @@ def fraction_unique(
     Returns:
         Fraction in (0, 1]; NaN when no sample is valid.
     """
-    canonical = _pmap(_canonical_chunk, samples, n_jobs, progress, "uniqueness")
+    canonical = parallel.pmap(
+        _canonical_chunk, samples, jobs=n_jobs, progress=progress, desc="uniqueness"
+    )
     return _unique_at([c for c in canonical if c is not None], k)
 
 
@@ -246,7 +250,9 @@ def novelty(
     Returns:
         Fraction in [0, 1]; NaN when no sample is valid.
     """
-    canonical = set(_pmap(_canonical_chunk, samples, n_jobs, progress, "novelty")) - {None}
+    canonical = set(
+        parallel.pmap(_canonical_chunk, samples, jobs=n_jobs, progress=progress, desc="novelty")
+    ) - {None}
     return _novelty(canonical, _canonical_set(train, n_jobs, progress, cache_dir))
 
 
@@ -435,7 +441,8 @@ def fcd(
         FCD (>= 0, up to round-off); NaN when either set has fewer than two valid molecules.
     """
     model = _fcd_model(device, n_jobs, batch_size)
-    gen = [c for c in _pmap(_canonical_chunk, samples, n_jobs, False, "") if c is not None]
+    canonical = parallel.pmap(_canonical_chunk, samples, jobs=n_jobs)
+    gen = [c for c in canonical if c is not None]
     # the reference's ChemNet statistics come from the same on-disk cache evaluate() uses
     folder = _cache_dir(cache_dir)
     key = _key(reference, "reference")

@@ -18,18 +18,23 @@ PAD, BOS, EOS = 0, 1, 2  # mirrors molvae.vocab; model.py imports only torch and
 
 
 def gumbel_softmax(logits: torch.Tensor, tau: float, generator: torch.Generator | None = None,
-                   hard: bool = True) -> torch.Tensor:
+                   hard: bool = True, noise: bool = True) -> torch.Tensor:
     """Gumbel-Softmax sample over the last dim; straight-through when ``hard``.
 
     The forward value of a hard sample is an exact one-hot; its gradient is that of the soft
-    sample. Noise is drawn in float32 from ``generator`` so runs are reproducible.
+    sample. Noise is drawn in float32 from ``generator`` so runs are reproducible. Without
+    ``noise`` it is the tempered softmax, and its hard form the argmax: deterministic.
     """
     if not (isinstance(tau, (int, float)) and tau > 0):
         raise ValueError(f"Gumbel-Softmax temperature tau must be > 0, got {tau!r}")
-    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float32)
-    gumbel = -torch.log(-torch.log(u.clamp_min(torch.finfo(torch.float32).tiny)))
     dtype = torch.promote_types(logits.dtype, torch.float32)  # float64 stays float64
-    y_soft = torch.softmax((logits.to(dtype) + gumbel.to(dtype)) / tau, dim=-1)
+    scores = logits.to(dtype)
+    if noise:
+        u = torch.rand(logits.shape, generator=generator, device=logits.device,
+                       dtype=torch.float32)
+        gumbel = -torch.log(-torch.log(u.clamp_min(torch.finfo(torch.float32).tiny)))
+        scores = scores + gumbel.to(dtype)
+    y_soft = torch.softmax(scores / tau, dim=-1)
     if not hard:
         return y_soft
     index = y_soft.argmax(dim=-1, keepdim=True)
@@ -60,12 +65,16 @@ class Encoder(nn.Module):
         self.layers = cfg.enc_layers
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lengths = lengths.to(x.device)
-        steps = torch.arange(x.shape[1], device=x.device)  # (L,)
+        return self.read(self.embed(x), lengths)
+
+    def read(self, h: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embedded symbols h (B, L, E) -> (mu, logvar); what ``forward`` does after the
+        embedding, so relaxed one-hot tokens can be read as ``y @ E``."""
+        lengths = lengths.to(h.device)
+        steps = torch.arange(h.shape[1], device=h.device)  # (L,)
         valid = steps[None, :] < lengths[:, None]  # (B, L)
         # position t of the reversed row reads position len-1-t; padding stays where it is
         rev = torch.where(valid, lengths[:, None] - 1 - steps[None, :], steps[None, :])  # (B, L)
-        h = self.embed(x)  # (B, L, E)
         for k in range(self.layers):
             if k > 0:
                 h = self.dropout(h)
@@ -76,7 +85,7 @@ class Encoder(nn.Module):
             h = torch.cat([out_f, out_b], dim=-1)  # (B, L, 2H), original order
         hidden = out_f.shape[-1]
         last = (lengths - 1).clamp_min(0)
-        rows = torch.arange(x.shape[0], device=x.device)
+        rows = torch.arange(h.shape[0], device=h.device)
         final = torch.cat([h[rows, last, :hidden], h[:, 0, hidden:]], dim=-1)  # (B, 2H)
         mu, logvar = self.to_latent(final).chunk(2, dim=-1)  # (B, Z) each
         return mu, logvar
@@ -123,10 +132,11 @@ class Decoder(nn.Module):
         return self.out(o)
 
     def gumbel(self, z: torch.Tensor, steps: int, tau: float,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Free-running decode fed with straight-through Gumbel-Softmax samples.
+               generator: torch.Generator | None = None, hard: bool = True,
+               noise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Free-running decode fed with (straight-through) Gumbel-Softmax samples.
 
-        Returns logits (B, T, V) and the one-hot samples (B, T, V); both carry gradients to z.
+        Returns logits (B, T, V) and the samples (B, T, V); both carry gradients to z.
         """
         h = self.init_hidden(z)
         y = F.one_hot(torch.full((z.shape[0],), BOS, device=z.device),
@@ -135,7 +145,7 @@ class Decoder(nn.Module):
         for _ in range(steps):
             e = y.to(self.embed.weight.dtype) @ self.embed.weight  # (B, E), differentiable
             lg, h = self.step(e, z, h)
-            y = gumbel_softmax(lg, tau, generator)
+            y = gumbel_softmax(lg, tau, generator, hard, noise)
             logits.append(lg)
             samples.append(y)
         return torch.stack(logits, 1), torch.stack(samples, 1)
@@ -187,6 +197,35 @@ class MolVAE(nn.Module):
                        generator: torch.Generator | None = None) -> torch.Tensor:
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=torch.float32)
         return mu + eps.to(mu.dtype) * torch.exp(0.5 * logvar)
+
+    def decode_relaxed(self, z: torch.Tensor, steps: int | None = None, tau: float = 1.0,
+                       generator: torch.Generator | None = None, hard: bool = True,
+                       noise: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Differentiable free-running decode: z (B, Z) -> logits (B, T, V), tokens (B, T, V).
+
+        Each step feeds the previous step's relaxed token back as ``y @ E``, so gradients of
+        anything computed from the tokens reach z through the whole decoded sequence. With
+        ``noise`` the tokens are Gumbel-Softmax samples (drawn from ``generator``); without,
+        the softmax of logits / tau, which with ``hard`` (straight-through argmax) is exactly
+        greedy decoding in the forward pass. ``steps`` defaults to max_len + 1. Rows are not
+        cut at [eos]: the caller masks what follows it.
+        """
+        steps = self.cfg.max_len + 1 if steps is None else int(steps)
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        return self.decoder.gumbel(z, steps, tau, generator, hard=hard, noise=noise)
+
+    def encode_relaxed(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Read relaxed tokens (B, T, V), e.g. from :meth:`decode_relaxed`, with the encoder.
+
+        Each row's symbols end at its first [eos] (by argmax, so the length carries no
+        gradient); the tokens enter as ``y @ E``, so (mu, logvar) (B, Z) are differentiable in
+        them and, through ``decode_relaxed``, in z.
+        """
+        ids = tokens.argmax(-1)  # (B, T)
+        lengths = (ids != EOS).long().cumprod(1).sum(1).clamp_min(1)  # (B,) symbols
+        e = tokens.to(self.encoder.embed.weight.dtype) @ self.encoder.embed.weight  # (B, T, E)
+        return self.encoder.read(e, lengths)
 
     def forward(self, targets: torch.Tensor, lengths: torch.Tensor, mode: str = "teacher",
                 tau: float = 1.0, generator: torch.Generator | None = None

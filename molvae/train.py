@@ -6,7 +6,6 @@ import csv
 import json
 import logging
 import math
-import os
 import signal
 import sys
 import time
@@ -20,7 +19,15 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import chem
-from .config import ConfigError, ModelConfig, TrainConfig, from_dict, to_dict
+from .config import (  # resolve_device, default_num_threads: re-exported from their old home
+    ConfigError,
+    ModelConfig,
+    TrainConfig,
+    default_num_threads,
+    from_dict,
+    resolve_device,
+    to_dict,
+)
 from .data import (
     BucketBatcher,
     DataFileError,
@@ -32,7 +39,8 @@ from .data import (
 )
 from .model import MolVAE, vae_loss
 
-__all__ = ["train", "TrainingError", "TrainResult", "resolve_device", "METRIC_COLUMNS"]
+__all__ = ["train", "TrainingError", "TrainResult", "resolve_device", "default_num_threads",
+           "METRIC_COLUMNS"]
 
 log = logging.getLogger(__name__)
 METRIC_COLUMNS = ["step", "epoch", "split", "loss", "recon", "kl", "beta", "tau", "gumbel_frac",
@@ -52,16 +60,6 @@ class TrainResult:
     best_val_loss: float
     stopped_by: str  # "epochs", "max_steps", "max_time", "interrupt"
     last_metrics: dict[str, float]
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for, but PyTorch sees no CUDA GPU")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
-    return torch.device(device)
 
 
 class MetricsLog:
@@ -431,9 +429,3 @@ def train(data_path: str | Path, out_dir: str | Path, *, val_path: str | Path | 
         log.warning("interrupted at step %d; state saved in %s (continue with --resume)",
                     step, out_dir)
     return TrainResult(out_dir, step, epoch, best, stopped_by, last_val)
-
-
-def default_num_threads() -> None:
-    """Use every core for intra-op parallelism unless the user chose otherwise."""
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(os.cpu_count() or 1)

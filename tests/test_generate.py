@@ -200,6 +200,61 @@ def test_decode_never_returns_an_unterminated_sequence(model):
     assert not too_long, f"decoded molecules longer than max_len={m.config.max_len}: {too_long}"
 
 
+def test_small_decode_is_plain_synchronous_code(model, monkeypatch):
+    """Up to batch_size points decode on the calling thread: no thread pool, and torch's
+    process-wide thread count is never touched, not even for a moment (the optimizer decodes
+    1..200 points thousands of times, possibly from several threads of its own)."""
+    import molvae.generate as gen_mod
+    torch.set_num_threads(2)  # the streaming decoder would switch this to 1 and back
+    real = torch.set_num_threads
+    calls: list[int] = []
+    pools: list[int] = []
+
+    def spy_set_num_threads(n: int) -> None:
+        calls.append(n)
+        real(n)
+
+    class SpyPool(gen_mod.ThreadPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            pools.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "set_num_threads", spy_set_num_threads)
+    monkeypatch.setattr(gen_mod, "ThreadPoolExecutor", SpyPool)
+    z = torch.randn(7, model.config.latent_dim, generator=torch.Generator().manual_seed(3))
+    assert len(molvae.decode(model, z, temperature=1.0, seed=0)) == 7
+    assert len(molvae.decode(model, z)) == 7
+    assert len(molvae.reconstruct(model, GOOD)) == len(GOOD)
+    assert len(molvae.interpolate(model, "CCO", "c1ccccc1", steps=4)) == 4
+    assert molvae.decode(model, torch.zeros(0, model.config.latent_dim)) == []
+    assert calls == [] and pools == []
+    assert torch.get_num_threads() == 2
+    molvae.decode(model, z, batch_size=3)  # three chunks: the streaming decoder, as a check
+    assert pools and calls, "the spies should see the streaming decoder"
+    assert torch.get_num_threads() == 2
+
+
+def test_small_decode_gives_what_the_streaming_decoder_gives(model):
+    """Same seed, same molecules: a small decode uses the generator of the streaming
+    decoder's first chunk, so it equals that chunk; greedy decodes agree everywhere."""
+    z = torch.randn(24, model.config.latent_dim, generator=torch.Generator().manual_seed(4))
+    streamed = molvae.decode(model, z, temperature=1.0, seed=5, batch_size=12)  # two chunks
+    small = molvae.decode(model, z[:12], temperature=1.0, seed=5, batch_size=12)  # one
+    assert small == streamed[:12]
+    assert small != molvae.decode(model, z[:12], temperature=1.0, seed=6), "seed has no effect?"
+    assert molvae.decode(model, z) == molvae.decode(model, z, batch_size=5)  # greedy
+
+
+def test_decode_rejects_bad_temperature_and_batch_size(model):
+    z = torch.zeros(2, model.config.latent_dim)
+    with pytest.raises(ValueError, match="temperature"):
+        molvae.decode(model, z, temperature=float("nan"))
+    with pytest.raises(ValueError, match="temperature"):
+        molvae.decode(model, z, temperature=-1.0)
+    with pytest.raises(ValueError, match="batch_size"):
+        molvae.decode(model, z, batch_size=0)
+
+
 # ----------------------------------------------------------------------------------- encode
 def test_encode_posterior_means(model):
     z = molvae.encode(model, GOOD)
@@ -426,3 +481,4 @@ def test_elbo_rejects_bad_arguments(model):
         molvae.elbo(model, ["CCO"], n_samples=0)
     with pytest.raises(TypeError):
         molvae.elbo(model, "CCO")
+

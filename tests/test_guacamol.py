@@ -111,7 +111,8 @@ def test_optimized_molecules_zero(model):
 
 def test_optimized_molecules_when_nothing_decodes(model):
     """A model whose every decode is empty ([eos] first): the search must still return exactly
-    number_molecules strings (its own fallback is ""), not crash on an empty population."""
+    number_molecules strings, not crash on an empty population. The start molecule is scored
+    as itself, so it is the only answer; with no start at all the fallback is ""."""
     m = copy.deepcopy(model)
     with torch.no_grad():
         m.net.decoder.out.weight.zero_()
@@ -119,5 +120,8 @@ def test_optimized_molecules_when_nothing_decodes(model):
         m.net.decoder.out.bias[m.vocab.tokens.index("[eos]")] = 20.0
     scorer = CarbonScore()
     out = _generator(m).generate_optimized_molecules(scorer, 5, starting_population=["CCO"])
-    assert out == [""] * 5
-    assert all(call == [] for call in scorer.calls)
+    assert out == ["CCO"] * 5
+    assert scorer.calls == [["CCO"]]
+    scorer = CarbonScore()
+    assert _generator(m).generate_optimized_molecules(scorer, 3) == [""] * 3
+    assert scorer.calls == []

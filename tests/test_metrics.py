@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -10,7 +11,6 @@ import pytest
 from rdkit import Chem, DataStructs
 from rdkit.Chem import Descriptors, rdFingerprintGenerator
 
-from molvae import _features as F
 from molvae import metrics as M
 
 # 50 molecules drawn (seed 7) from the MOSES training set: drug-like, all pass the MOSES filters.
@@ -250,14 +250,20 @@ def test_filter_failures_agrees_with_passes_filters(moses_smiles):
     assert all(M.filter_failures(smi) for smi in rejected)
 
 
+def _force_pool(monkeypatch, chunk_size: int) -> None:
+    """Small inputs on a process pool: every molvae.parallel.pmap call, in small chunks."""
+    from molvae import parallel
+    monkeypatch.setattr(parallel, "pmap", functools.partial(parallel.pmap, min_parallel=0,
+                                                            chunk_size=chunk_size))
+
+
 def test_filter_failures_many_matches_one_by_one_also_on_a_process_pool(monkeypatch):
     from molvae import filters
     samples = [*DRUGS[:10], "C1CCCCCCC1[N+](C)(C)CP", "O=Cc1ccccc1", "not a smiles", None,
                Chem.MolFromSmiles("S=C1SC(=Cc2ccccc2)C(=O)N1")]
     one_by_one = [M.filter_failures(s) for s in samples]
     assert filters.filter_failures_many(samples, n_jobs=1) == one_by_one
-    monkeypatch.setattr(F, "_MIN_PARALLEL", 0)
-    monkeypatch.setattr(F, "_CHUNK", 4)
+    _force_pool(monkeypatch, chunk_size=4)
     assert filters.filter_failures_many(samples, n_jobs=2) == one_by_one
 
 
@@ -373,8 +379,7 @@ def test_reference_statistics_are_cached(identical, cache):
 
 
 def test_process_pool_gives_the_same_numbers(monkeypatch):
-    monkeypatch.setattr(F, "_MIN_PARALLEL", 0)
-    monkeypatch.setattr(F, "_CHUNK", 7)
+    _force_pool(monkeypatch, chunk_size=7)
     samples = DRUGS + INVALID
     assert M.fraction_valid(samples, n_jobs=2) == 50 / 56
     assert M.snn(DRUGS[:20], DRUGS[20:], n_jobs=2) == M.snn(DRUGS[:20], DRUGS[20:], n_jobs=1)
