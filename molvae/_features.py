@@ -24,19 +24,20 @@ from typing import Any
 import numpy as np
 import rdkit
 from rdkit import Chem, rdBase
-from rdkit.Chem import Crippen, Descriptors, rdFingerprintGenerator
-from rdkit.Chem.QED import qed
+from rdkit.Chem import rdFingerprintGenerator
 from rdkit.Chem.Scaffolds import MurckoScaffold
 from scipy.stats import wasserstein_distance
 from tqdm import tqdm
 
 from . import parallel
 from .filters import _passes, _to_mol
-from .properties import _safe, _sascorer
+from .properties import OBJECTIVES, _safe
 
 FP_RADIUS, FP_BITS = 2, 1024  # MOSES: Morgan, radius 2, 1024 bits
 SCAFFOLD_MIN_RINGS = 2  # MOSES compute_scaffolds(min_rings=2): smaller scaffolds are not counted
 PROPERTY_NAMES = ("logP", "SA", "QED", "weight")
+# the per-molecule functions of molvae.properties behind PROPERTY_NAMES, in that order
+_PROPERTY_FNS = tuple(OBJECTIVES[k].mol for k in ("logp", "sa", "qed", "mw"))
 
 # Bump when a definition changes: it is part of every cache key.
 _CACHE_VERSION = "molvae-metrics-1"
@@ -89,12 +90,7 @@ def _featurize_chunk(chunk: Sequence[object], flags: int) -> list[tuple | None]:
                     if flags & _FRAG
                     else None,
                     _scaffold(mol) if flags & _SCAF else None,
-                    (
-                        _safe(Crippen.MolLogP, mol),
-                        _safe(_sascorer().calculateScore, mol),
-                        _safe(qed, mol),
-                        _safe(Descriptors.MolWt, mol),
-                    )
+                    tuple(_safe(f, mol) for f in _PROPERTY_FNS)
                     if flags & _PROPS
                     else None,
                     _passes(mol) if flags & _FILTERS else None,
