@@ -137,6 +137,18 @@ def _logei(gp, y_best: float, lo: torch.Tensor, hi: torch.Tensor, q: int, seed: 
     return x.detach(), mean
 
 
+def _propose(gp, center: torch.Tensor, length: float, acquisition: str, batch: int,
+             n_candidates: int, y_best: float, gen: torch.Generator
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next batch in the box around ``center`` and the GP's mean prediction for it."""
+    w = _lengthscale_weights(gp, center.shape[0])
+    seed = int(torch.randint(2**62, (1,), generator=gen))
+    if acquisition == "ts":
+        return _thompson(gp, _candidates(center, w, length, n_candidates, gen), batch, seed)
+    half = w * length / 2.0
+    return _logei(gp, y_best, center - half, center + half, batch, seed)
+
+
 def turbo(search: Search, *, batch: int = 100, init: int = 200, n_gp: int = 500,
           n_candidates: int = 2000, acquisition: str = "ts", length_init: float = 0.8,
           failure_tol: int | None = None, reencode: bool = True) -> None:
@@ -168,7 +180,7 @@ def turbo(search: Search, *, batch: int = 100, init: int = 200, n_gp: int = 500,
     shift = x_all.double().mean(0)
     scale = x_all.double().std(0).clamp_min(1e-3) * 4.0  # the box is in units of ~4 std
     warm = None
-    round_ = since = 0  # the trust region is centred on the best molecule seen since `since`
+    since = 0  # the trust region is centred on the best molecule seen since `since`
     while not search.done:
         x_all = search.z_mol.double()
         y_all = search.scores.copy()
@@ -185,22 +197,13 @@ def turbo(search: Search, *, batch: int = 100, init: int = 200, n_gp: int = 500,
         gp = _fit_gp(u_all[near], torch.as_tensor(y_all[near.numpy()], dtype=torch.float64),
                      warm)
         warm = {k: v for k, v in gp.state_dict().items() if "train" not in k}
-        w = _lengthscale_weights(gp, d)
-        seed = int(torch.randint(2**62, (1,), generator=search.gen))
-        if acquisition == "ts":
-            cand = _candidates(center, w, tr.length, n_candidates, search.gen)
-            u_next, pred = _thompson(gp, cand, batch, seed)
-        else:
-            half = w * tr.length / 2.0
-            u_next, pred = _logei(gp, float(y_all[near.numpy()].max()), center - half,
-                                  center + half, batch, seed)
+        u_next, pred = _propose(gp, center, tr.length, acquisition, batch, n_candidates,
+                                float(y_all[near.numpy()].max()), search.gen)
         z_next = (u_next * scale + shift).float()
         out = search.evaluate(z_next, predicted=pred.numpy())
         finite = out.scores[np.isfinite(out.scores)]
         tr.update(float(finite.max()) if len(finite) else -math.inf)
-        round_ += 1
-        log.debug("round %d: length %.3g, best %.4g, calls %d", round_, tr.length, tr.best,
-                  search.oracle.calls)
+        log.debug("length %.3g, best %.4g, calls %d", tr.length, tr.best, search.oracle.calls)
         if out.novel < max(1, batch // 20):
             # the box decodes to molecules already seen: shrinking it cannot help
             tr.length = 0.0

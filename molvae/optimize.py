@@ -75,6 +75,19 @@ def _start_molecules(start: Any, smiles_column: str | None = None) -> list[str] 
     return list(start)
 
 
+def _score_start(search: Search, mols: list[Any], cap: int) -> None:
+    """Score the start molecules (at most ``cap``, a seeded random subset) as oracle calls."""
+    if not mols:
+        raise ValueError("start holds no molecules")
+    if len(mols) > cap:
+        pick = np.sort(search.rng.choice(len(mols), cap, replace=False))
+        mols = [mols[i] for i in pick]
+    search.evaluate_molecules(mols)
+    if not len(search.observed()[1]):
+        log.warning("none of the %d start molecules could be scored; starting from the "
+                    "sampling density", len(mols))
+
+
 def optimize(model: Model, objective: Any, method: str = DEFAULT_METHOD, budget: int = 1000,
              seed: int | None = 0, start: Any = None,
              constraints: Constraints | dict[str, Any] | None = None, *,
@@ -123,16 +136,8 @@ def optimize(model: Model, objective: Any, method: str = DEFAULT_METHOD, budget:
     search = Search(model, oracle, seed, on_batch=on_batch)
     try:
         if mols is not None:
-            if not mols:
-                raise ValueError("start holds no molecules")
-            cap = max(1, budget // 4) if max_start is None else int(max_start)
-            if len(mols) > cap:
-                pick = np.sort(search.rng.choice(len(mols), cap, replace=False))
-                mols = [mols[i] for i in pick]
-            search.evaluate_molecules(mols)
-            if not len(search.observed()[1]):
-                log.warning("none of the %d start molecules could be scored; starting from "
-                            "the sampling density", len(mols))
+            _score_start(search, mols, max(1, budget // 4) if max_start is None
+                         else int(max_start))
         run(search, **options)
     finally:
         if bar is not None:

@@ -164,3 +164,19 @@ def test_result_files(model, tmp_path):
     res.write_history(tmp_path / "history.csv")
     with open(tmp_path / "history.csv", newline="") as fh:
         assert len(list(csv.DictReader(fh))) == res.oracle_calls
+
+
+def test_start_from_a_file_scores_its_molecules_first(model, tmp_path):
+    path = tmp_path / "hits.smi"
+    path.write_text("CC(=O)Nc1ccc(O)cc1 paracetamol\nnot_a_smiles\n\nc1ccccc1O phenol\n")
+    f = Counting()
+    res = molvae.optimize(model, f, method="evolution", budget=30, seed=0, start=str(path),
+                          max_start=10)
+    assert sorted(f.seen[:2]) == sorted(["CC(=O)Nc1ccc(O)cc1", "Oc1ccccc1"])
+    assert res.oracle_calls == 30
+
+
+def test_default_method_runs(model):
+    from molvae.optimize import DEFAULT_METHOD
+    res = molvae.optimize(model, "qed", budget=30, seed=0)
+    assert res.method == DEFAULT_METHOD and res.oracle_calls == 30
