@@ -40,9 +40,9 @@ def test_pmo_and_plogp_tiny_run_resumes(bench, tmp_path, capsys):
     assert bench.main(argv) == 0
     text = capsys.readouterr().out
     summary = json.loads(text[: text.index("\n}") + 2])
-    assert set(summary) >= {"pmo/qed/evolution", "pmo/qed/screening", "plogp/evolution",
+    assert set(summary) >= {"pmo30/qed/evolution", "pmo30/qed/screening", "plogp/evolution",
                             "plogp/screening", "hardware"}
-    assert 0 < summary["pmo/qed/evolution"] <= 1
+    assert 0 < summary["pmo30/qed/evolution"] <= 1
     assert "| evolution |" in text and "| screening |" in text
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 4 and all(r["calls"] <= 30 for r in rows)
@@ -62,4 +62,4 @@ def test_constrained_tiny_run(bench, tmp_path, capsys, monkeypatch, moses_smiles
     for r in rows:
         assert r["calls"] <= 15 and r["improvement"] >= 0
         assert r["success"] == (r["improvement"] > 0)
-    assert "| 0.4 | 2 |" in capsys.readouterr().out
+    assert "| evolution | plogp | 0.4 | 2 |" in capsys.readouterr().out

@@ -299,9 +299,14 @@ def test_importing_properties_does_not_import_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-def test_features_use_the_properties_sascorer() -> None:
+def test_metrics_properties_are_the_registered_objectives() -> None:
     from molvae import _features, properties
-    assert _features._sascorer is properties._sascorer and _features._safe is properties._safe
+    from molvae.metrics import molecule_properties
+    assert _features._safe is properties._safe
+    mols = ["CCO", "CC(=O)Nc1ccc(O)cc1", "c1ccc2ccccc2c1"]
+    props = molecule_properties(mols)
+    for name, objective in (("logP", "logp"), ("SA", "sa"), ("QED", "qed"), ("weight", "mw")):
+        assert np.allclose(props[name], score(mols, objective)), name
     assert molvae.score is score and "score" in molvae.__all__
 
 
