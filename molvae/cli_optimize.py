@@ -92,12 +92,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     "similarity:SMILES.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     o.add_argument("objective", help="what to maximise, e.g. qed or similarity:CCO")
-    o.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS))
+    o.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
+                   help="search method")
     o.add_argument("--budget", type=int, default=1000,
                    help="oracle calls (new valid molecules scored) at most")
     o.add_argument("--start", default=None,
-                   help="a SMILES or a molecule file to start from (default: the model's "
-                        "sampling density)")
+                   help="a SMILES or a molecule file to start from; none: the model's "
+                        "sampling density")
     o.add_argument("--similarity-to", default=None, metavar="SMILES",
                    help="constraint: stay similar to this molecule")
     o.add_argument("--min-similarity", type=float, default=None, metavar="D",
