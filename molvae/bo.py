@@ -3,7 +3,7 @@ VAE latents by LOLBO, Maus et al. 2022), built on BoTorch.
 
 Each round fits an exact GP (BoTorch's ``SingleTaskGP``: RBF kernel with ARD length-scales and
 the dimension-scaled length-scale prior) on a subset of the observations -- the ``n_gp`` nearest
-the trust region's centre -- so a fit costs the same with 100 or 10,000 observations. The
+the trust region's centre -- so a fit's size stays bounded however many molecules were scored. The
 observations are the posterior means of the *decoded* molecules (see :mod:`molvae.search`), not
 the proposed points. A batch is chosen by Thompson sampling over candidates drawn in the trust
 region (a box around the best molecule, stretched along each dimension by the GP's length-scale)
@@ -62,9 +62,9 @@ class TrustRegion:
 def _fit_gp(x: torch.Tensor, y: torch.Tensor, warm: dict | None = None, maxiter: int = 100):
     """An exact GP on (x, y) in float64, inputs already scaled; y standardized by BoTorch.
 
-    ``warm`` holds the previous round's hyper-parameters: starting L-BFGS from them (and
-    capping its iterations) keeps a refit to a fraction of a second, where a cold fit of 64
-    length-scales takes over a thousand iterations.
+    ``warm`` holds the previous round's hyper-parameters: L-BFGS starts from them, and its
+    iterations are capped at ``maxiter``, so a refit does not start over for 64 length-scales
+    every round.
     """
     from botorch.fit import fit_gpytorch_mll
     from botorch.models import SingleTaskGP

@@ -27,7 +27,7 @@ from .vocab import EOS, Vocab
 
 __all__ = ["MoleculeError", "sample", "iter_sample", "iter_sample_ids", "encode", "decode",
            "reconstruct", "reconstruction_rate", "active_units",
-           "interpolate", "neighbours", "elbo", "prepare_inputs", "sample_latent"]
+           "interpolate", "neighbours", "elbo", "prepare_inputs", "posterior", "sample_latent"]
 
 
 class MoleculeError(ValueError):
@@ -306,8 +306,10 @@ def _check_errors(errors: str) -> None:
         raise ValueError(f"errors must be 'raise' or 'nan', got {errors!r}")
 
 
-def _posterior(model: Model, rows: list[list[int]], batch_size: int
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def posterior(model: Model, rows: list[list[int]], batch_size: int = 1000
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior (mu, logvar), each (N, Z) on the CPU, of prepared id rows
+    (:func:`prepare_inputs`)."""
     mus, logvars = [], []
     model.net.eval()
     with torch.no_grad():
@@ -335,7 +337,7 @@ def encode(model: Model, items: Sequence[Any], errors: str = "raise", *,
     if prep.problems and errors == "raise":
         raise MoleculeError(prep.problems)
     good = [i for i, r in enumerate(prep.ids) if r is not None]
-    mu, logvar = _posterior(model, [prep.ids[i] for i in good], batch_size)  # type: ignore[misc]
+    mu, logvar = posterior(model, [prep.ids[i] for i in good], batch_size)  # type: ignore[misc]
     if sample_posterior and len(good):
         gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
         mu = mu + torch.randn(mu.shape, generator=gen) * (0.5 * logvar).exp()
@@ -351,7 +353,7 @@ def _reconstruct(model: Model, prep: PreparedInputs, temperature: float = 0.0,
     good = [i for i, r in enumerate(prep.ids) if r is not None]
     out: list[str | None] = [None] * len(prep.ids)
     if good:
-        mu, _ = _posterior(model, [prep.ids[i] for i in good], 1000)  # type: ignore[misc]
+        mu, _ = posterior(model, [prep.ids[i] for i in good], 1000)  # type: ignore[misc]
         for i, smi in zip(good, decode(model, mu, temperature=temperature, seed=seed)):
             out[i] = smi
     return out

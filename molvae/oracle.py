@@ -144,6 +144,7 @@ class Oracle:
         self.history: list[Call] = []
         self.objective_seconds = 0.0
         self.errors = 0  # calls on which the objective raised or gave no finite value
+        self._best = math.nan  # the best finite score so far, kept as calls come in
 
     @property
     def calls(self) -> int:
@@ -158,8 +159,8 @@ class Oracle:
         return self.remaining <= 0
 
     def best(self) -> float:
-        finite = [c.score for c in self.history if math.isfinite(c.score)]
-        return max(finite) if finite else math.nan
+        """The best finite score so far (NaN before any)."""
+        return self._best
 
     def __call__(self, smiles: Sequence[str | None],
                  predicted: Sequence[float] | None = None) -> np.ndarray:
@@ -184,6 +185,8 @@ class Oracle:
             for s, v in zip(new, values):
                 v = float(v)
                 self.errors += not math.isfinite(v)
+                if math.isfinite(v) and not v <= self._best:  # also replaces the initial NaN
+                    self._best = v
                 self.cache[s] = v
                 self.history.append(Call(len(self.history) + 1, s, v, fresh[s]))
         return np.array([self.cache.get(s, math.nan) if s else math.nan for s in smiles],

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .checkpoint import Model
-from .generate import decode, encode, sample_latent
+from .generate import decode, encode, posterior, prepare_inputs, sample_latent
 from .oracle import Oracle
 
 __all__ = ["Search", "Batch", "evolution", "cmaes"]
@@ -64,6 +64,7 @@ class Search:
         self.seen: dict[str, int] = {}
         self._z: list[torch.Tensor] = []
         self._scores: list[float] = []
+        self._z_stacked = torch.empty(0, self.z_dim)  # _z as one tensor, rebuilt on growth
 
     # ---------------------------------------------------------------------------- state
     @property
@@ -76,7 +77,9 @@ class Search:
     @property
     def z_mol(self) -> torch.Tensor:
         """(N, Z) posterior means of every distinct molecule seen, in order seen."""
-        return torch.stack(self._z) if self._z else torch.empty(0, self.z_dim)
+        if len(self._z_stacked) != len(self._z):  # methods read it every round: stack once
+            self._z_stacked = torch.stack(self._z)
+        return self._z_stacked
 
     @property
     def scores(self) -> np.ndarray:
@@ -93,6 +96,17 @@ class Search:
         x, y = self.observed()
         order = np.argsort(-y, kind="stable")[:k]
         return x[torch.as_tensor(order, dtype=torch.long)], y[order]
+
+    def _remember(self, smiles: str, z: torch.Tensor) -> None:
+        """Record a molecule the oracle has answered for (scored or infeasible) at z; one the
+        budget left unscored, or whose latent is NaN (the encoder cannot read it), is not."""
+        if smiles in self.seen or bool(torch.isnan(z).any()):
+            return
+        if smiles not in self.oracle.cache and smiles not in self.oracle.infeasible:
+            return
+        self.seen[smiles] = len(self._z)
+        self._z.append(z)
+        self._scores.append(self.oracle.cache.get(smiles, math.nan))
 
     # ---------------------------------------------------------------------------- work
     def sample_prior(self, n: int) -> torch.Tensor:
@@ -121,14 +135,7 @@ class Search:
                     first.setdefault(s, zi)
                 mu = torch.stack([first[s] for s in fresh])
             for s, m in zip(fresh, mu):
-                if bool(torch.isnan(m).any()):  # a decode the encoder cannot read back
-                    continue
-                value = self.oracle.cache.get(s, math.nan)
-                if s not in self.oracle.cache and s not in self.oracle.infeasible:
-                    continue  # over budget: never scored, so not seen
-                self.seen[s] = len(self._z)
-                self._z.append(m)
-                self._scores.append(value)
+                self._remember(s, m)
         self.stall = 0 if new else self.stall + 1
         batch = Batch(z, smiles, scores, new, novel)
         if self.on_batch is not None:
@@ -137,25 +144,15 @@ class Search:
 
     def evaluate_molecules(self, smiles: list[str]) -> None:
         """Score given molecules (a start population) and add their posterior means."""
-        mu = encode(self.model, smiles, errors="nan")
-        keep = [i for i in range(len(smiles)) if not bool(torch.isnan(mu[i]).any())]
-        canon = _canonical_inputs(self.model, [smiles[i] for i in keep])
-        self.oracle([c for c in canon])
-        for i, c in zip(keep, canon):
-            if c is None or c in self.seen:
-                continue
-            if c not in self.oracle.cache and c not in self.oracle.infeasible:
-                continue
-            self.seen[c] = len(self._z)
-            self._z.append(mu[i])
-            self._scores.append(self.oracle.cache.get(c, math.nan))
+        prep = prepare_inputs(self.model, smiles)  # standardized once, for oracle and encoder
+        good = [i for i, r in enumerate(prep.ids) if r is not None]
+        mu, _ = posterior(self.model, [prep.ids[i] for i in good])
+        canon = [prep.smiles[i] for i in good]
+        self.oracle(canon)
+        for c, m in zip(canon, mu):
+            self._remember(c, m)
         if self.on_batch is not None:
             self.on_batch(self)
-
-
-def _canonical_inputs(model: Model, smiles: list[str]) -> list[str | None]:
-    from .generate import prepare_inputs
-    return prepare_inputs(model, smiles).smiles
 
 
 # ------------------------------------------------------------------------------- methods

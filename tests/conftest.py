@@ -31,6 +31,22 @@ BAD_LINE = 101  # line 1 is the CSV header
 TRAIN_STEPS = 30
 
 
+def load_script(name: str):
+    """Import scripts/<name>.py as a module; scripts/ is on sys.path while it loads, since
+    scripts import their siblings (e.g. benchmark_moses)."""
+    import importlib.util
+    import sys
+    folder = str(REPO / "scripts")
+    sys.path.insert(0, folder)
+    try:
+        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(folder)
+    return module
+
+
 def read_moses(n: int = N_MOSES) -> list[str]:
     """The first n SMILES of the MOSES training split (read with gzip, header skipped)."""
     out: list[str] = []

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def finalize():
-    sys.path.insert(0, str(ROOT / "scripts"))  # the script imports its sibling benchmark_moses
-    try:
-        spec = importlib.util.spec_from_file_location("finalize_default",
-                                                      ROOT / "scripts" / "finalize_default.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
-    return module
+    return load_script("finalize_default")
 
 
 def test_filter_breakdown_counts_kinds_and_patterns(finalize):

@@ -110,7 +110,9 @@ def test_windows_constraint(model):
 def test_oracle_counts_and_caches():
     f = Counting()
     oracle = Oracle(f, budget=3)
+    assert math.isnan(oracle.best())
     out = oracle(["CCO", None, "CCO", "c1ccccc1", ""])
+    assert oracle.best() == 6
     assert list(np.isnan(out)) == [False, True, False, False, True]
     assert out[0] == 3 and out[3] == 6
     assert oracle.calls == 2 and f.seen == ["CCO", "c1ccccc1"]
