@@ -72,7 +72,8 @@ class MetricsLog:
             with self.path.open() as fh:
                 rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
         self.fh = self.path.open("w", newline="")
-        self.writer = csv.DictWriter(self.fh, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+        self.writer = csv.DictWriter(self.fh, fieldnames=METRIC_COLUMNS, extrasaction="ignore",
+                                     lineterminator="\n")
         self.writer.writeheader()
         self.writer.writerows(rows)
         self.fh.flush()

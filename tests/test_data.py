@@ -46,8 +46,10 @@ def test_read_smi_with_header_and_name_column(tmp_path):
     p = tmp_path / "a.smi"
     p.write_text("smiles name\nCCO ethanol\n\nc1ccccc1\tbenzene\nCC(=O)O acetic acid\n")
     raw = read_molecules(p)
-    assert raw.texts == ["CCO", "c1ccccc1", "CC(=O)O"]
-    assert raw.lines == [2, 4, 5]  # the blank line 3 still counts
+    assert raw.texts == ["CCO", None, "c1ccccc1", "CC(=O)O"]  # the blank line 3 is a row
+    assert raw.lines == [2, 3, 4, 5]
+    assert raw.problem(1) == ("empty", "blank line")
+    assert raw.ids == ["ethanol", "", "benzene", "acetic acid"]
 
 
 def test_read_smi_first_line_molecule_is_not_a_header(tmp_path):
@@ -229,7 +231,7 @@ def test_rejects_carry_line_numbers(tmp_path, moses_smiles):
     got = {r[0]: r for r in data.rejects}
     assert sorted(got) == [6, 11, 16]
     assert got[6][1:3] == ("C1CC", "invalid") and "unparsable" in got[6][3]
-    assert got[11][2] == "invalid" and "empty" in got[11][3]
+    assert got[11][2] == "empty" and "empty" in got[11][3]
     assert got[16][1:3] == ("*CC", "unsupported")
     assert 6 not in set(data.lines) and 5 in set(data.lines)
 
