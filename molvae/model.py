@@ -152,8 +152,15 @@ class Decoder(nn.Module):
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, max_steps: int, temperature: float = 1.0,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None,
+                 noise: torch.Tensor | None = None) -> torch.Tensor:
         """Sample (temperature > 0) or greedy (temperature == 0) ids (B, <=max_steps).
+
+        Sampling is Gumbel-max: step t takes argmax(logits / temperature + g) with Gumbel noise
+        g = -log(-log u), u uniform in [0, 1). ``noise`` (B, >= max_steps, V) supplies u
+        pre-drawn, step t reading noise[:, t]; without it u (B, V) is drawn from ``generator``
+        at every step. With ``noise`` a row's tokens depend only on its own z and noise, not on
+        the other rows of the batch (up to floating-point rounding of the logits).
 
         Every row ends with [eos] or reaches max_steps; positions after [eos] are PAD. The loop
         stops as soon as all rows have ended.
@@ -161,17 +168,25 @@ class Decoder(nn.Module):
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         b = z.shape[0]
+        v = self.cfg.vocab_size
+        if noise is not None and (noise.ndim != 3 or noise.shape[0] != b
+                                  or noise.shape[1] < max_steps or noise.shape[2] != v):
+            raise ValueError(f"noise must have shape ({b}, >= {max_steps}, {v}), got "
+                             f"{tuple(noise.shape)}")
+        tiny = torch.finfo(torch.float32).tiny
         h = self.init_hidden(z)
         tok = torch.full((b,), BOS, dtype=torch.long, device=z.device)
         done = torch.zeros(b, dtype=torch.bool, device=z.device)
         out = []
-        for _ in range(max_steps):
-            lg, h = self.step(self.embed(tok), z, h)
+        for t in range(max_steps):
+            lg, h = self.step(self.embed(tok), z, h)  # (B, V)
             if temperature == 0:
                 tok = lg.argmax(-1)
             else:
-                probs = torch.softmax(lg.float() / temperature, dim=-1)
-                tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+                u = (noise[:, t].to(lg.device, torch.float32) if noise is not None else
+                     torch.rand((b, v), generator=generator, device=lg.device))  # (B, V)
+                gumbel = -torch.log(-torch.log(u.clamp_min(tiny)))
+                tok = (lg.float() / temperature + gumbel).argmax(-1)
             tok = tok.masked_fill(done, PAD)
             out.append(tok)
             done |= tok == EOS
