@@ -25,7 +25,8 @@ from .config import ModelConfig, from_dict, to_dict
 from .model import MolVAE
 from .vocab import Vocab
 
-__all__ = ["CheckpointError", "Model", "save", "load", "FORMAT_VERSION", "atomic_write_bytes"]
+__all__ = ["CheckpointError", "Model", "save", "load", "set_domain", "FORMAT_VERSION",
+           "atomic_write_bytes"]
 
 FORMAT = "molvae-checkpoint"
 FORMAT_VERSION = 1
@@ -41,7 +42,9 @@ class Model:
     """A trained model ready for generation: network, vocabulary, config and metadata.
 
     ``prior`` describes the density z is drawn from when sampling: ``{"kind": "normal"}`` is
-    N(0, I); other kinds carry their parameters as tensors in ``prior_tensors``.
+    N(0, I); other kinds carry their parameters as tensors in ``prior_tensors``. ``domain`` is
+    the record of what the model was trained and tested on (:mod:`molvae.domain`); None for a
+    checkpoint without one.
     """
 
     net: MolVAE
@@ -51,6 +54,7 @@ class Model:
     prior: dict[str, Any] = field(default_factory=lambda: {"kind": "normal"})
     prior_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     path: str | None = None
+    domain: dict[str, Any] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -94,12 +98,10 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
 def versions() -> dict[str, str]:
     import platform
 
-    import rdkit
-    import selfies
-
-    from ._version import __version__
-    return {"molvae": __version__, "torch": torch.__version__, "rdkit": rdkit.__version__,
-            "selfies": selfies.__version__, "python": platform.python_version()}
+    from ._version import package_version
+    return {"molvae": package_version("molvae"), "torch": package_version("torch"),
+            "rdkit": package_version("rdkit"), "selfies": package_version("selfies"),
+            "python": platform.python_version()}
 
 
 def to_bytes(model: Model, extra: dict[str, Any] | None = None) -> bytes:
@@ -111,6 +113,8 @@ def to_bytes(model: Model, extra: dict[str, Any] | None = None) -> bytes:
     meta.update({"format": FORMAT, "format_version": FORMAT_VERSION,
                  "model_config": to_dict(model.config), "vocab": model.vocab.to_dict(),
                  "prior": model.prior, "versions": versions()})
+    if model.domain is not None:
+        meta["domain"] = model.domain
     header = {"molvae": json.dumps(meta, sort_keys=True), "sha256": _digest(tensors)}
     return st_save(tensors, metadata=header)
 
@@ -182,10 +186,34 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Model:
         raise CheckpointError(f"{path}: checkpoint does not match this molvae ({exc})") from None
     net.eval()
     prior_t = {k[6:]: v for k, v in tensors.items() if k.startswith("prior.")}
-    keep = {k: v for k, v in meta.items() if k not in ("model_config", "vocab", "prior")}
+    keep = {k: v for k, v in meta.items()
+            if k not in ("model_config", "vocab", "prior", "domain")}
+    domain = meta.get("domain")
     model = Model(net, vocab, cfg, keep, meta.get("prior", {"kind": "normal"}), prior_t,
-                  str(path))
+                  str(path), domain if isinstance(domain, dict) else None)
     return model.to(device)
+
+
+def set_domain(path: str | Path, domain: dict[str, Any] | None) -> None:
+    """Store (or, with None, drop) the domain record of a checkpoint file in place.
+
+    Only the JSON metadata is rewritten: the tensor bytes, and so their stored sha256, stay
+    exactly as they were, and so do the other metadata (the versions that trained it).
+    """
+    path = resolve_path(path)
+    blob = path.read_bytes()
+    header = _header(blob, path)  # validates the layout
+    n = int.from_bytes(blob[:8], "little")
+    head = json.loads(blob[8: 8 + n])
+    meta = json.loads(header["molvae"])
+    if domain is None:
+        meta.pop("domain", None)
+    else:
+        meta["domain"] = domain
+    head["__metadata__"] = {**header, "molvae": json.dumps(meta, sort_keys=True)}
+    text = json.dumps(head, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # safetensors pads the header to 8-byte alignment
+    atomic_write_bytes(path, len(text).to_bytes(8, "little") + text + blob[8 + n:])
 
 
 def save_resume(path: str | Path, state: dict[str, Any]) -> None:

@@ -9,7 +9,9 @@ vocabulary in :mod:`molvae.vocab`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +45,7 @@ class Prepared:
     selfies: str | None
     status: str
     reason: str = ""
-    note: str = ""  # e.g. which fragment was kept; informational, the item is still ok
+    note: str = ""  # what standardization changed ("; "-separated); informational
 
     @property
     def ok(self) -> bool:
@@ -58,8 +60,8 @@ def _missing(x: Any) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
-def to_mol(x: Any) -> tuple[Chem.Mol | None, str, str]:
-    """Parse a SMILES string or copy an RDKit Mol; returns (mol, status, reason)."""
+def _parse(x: Any) -> tuple[Chem.Mol | None, str, str]:
+    """Parse a SMILES string or copy an RDKit Mol, unsanitized; returns (mol, status, reason)."""
     if _missing(x):
         return None, INVALID, "missing value (None/NaN)"
     if is_mol(x):
@@ -78,6 +80,11 @@ def to_mol(x: Any) -> tuple[Chem.Mol | None, str, str]:
             return None, INVALID, "unparsable SMILES"
     if mol.GetNumAtoms() == 0:
         return None, INVALID, "molecule has no atoms"
+    return mol, OK, ""
+
+
+def _sanitize(mol: Chem.Mol) -> tuple[Chem.Mol | None, str, str]:
+    """Reject wildcard atoms, then sanitize ``mol`` in place; returns (mol, status, reason)."""
     for atom in mol.GetAtoms():
         if atom.GetAtomicNum() == 0:
             return None, UNSUPPORTED, "wildcard or R-group atom (*) is not supported"
@@ -90,20 +97,100 @@ def to_mol(x: Any) -> tuple[Chem.Mol | None, str, str]:
     return mol, OK, ""
 
 
-def standardize(mol: Chem.Mol, *, largest_fragment: bool = True,
-                keep_stereo: bool = True) -> tuple[Chem.Mol | None, str, str, str]:
-    """Apply the fragment and stereo policies; returns (mol, status, reason, note)."""
-    note = ""
+def to_mol(x: Any) -> tuple[Chem.Mol | None, str, str]:
+    """Parse a SMILES string or copy an RDKit Mol; returns (mol, status, reason)."""
+    mol, status, reason = _parse(x)
+    if mol is None:
+        return None, status, reason
+    return _sanitize(mol)
+
+
+def _foreign_atoms(mols: Sequence[Chem.Mol], elements: frozenset[str]) -> list[str]:
+    """Element symbols of heavy atoms outside ``elements``, in order of first appearance."""
+    return list(dict.fromkeys(a.GetSymbol() for m in mols for a in m.GetAtoms()
+                              if a.GetAtomicNum() > 1 and a.GetSymbol() not in elements))
+
+
+def _foreign_reason(foreign: list[str], elements: frozenset[str]) -> str:
+    symbols = " ".join(f"[{e}]" for e in foreign)
+    known = ", ".join(sorted(elements)) or "none"
+    return (f"atoms not in the model vocabulary: {', '.join(foreign)} (no {symbols} symbol; "
+            f"the model spells {known})")
+
+
+def _has_stereo(mol: Chem.Mol) -> bool:
+    return (any(a.GetChiralTag() != Chem.ChiralType.CHI_UNSPECIFIED for a in mol.GetAtoms())
+            or any(b.GetStereo() != Chem.BondStereo.STEREONONE
+                   or b.GetBondDir() != Chem.BondDir.NONE for b in mol.GetBonds()))
+
+
+@functools.lru_cache(maxsize=1)
+def _uncharger() -> Any:
+    from rdkit.Chem.MolStandardize import rdMolStandardize
+    return rdMolStandardize.Uncharger()
+
+
+def _neutralized(mol: Chem.Mol) -> tuple[Chem.Mol | None, bool, str]:
+    """RDKit's Uncharger on mol: (new mol, whether a charge changed, error text)."""
+    before = [a.GetFormalCharge() for a in mol.GetAtoms()]
+    try:
+        with rdBase.BlockLogs():
+            out = _uncharger().uncharge(mol)
+            Chem.SanitizeMol(out)
+    except Exception as exc:
+        return None, False, str(exc).strip()
+    return out, [a.GetFormalCharge() for a in out.GetAtoms()] != before, ""
+
+
+def standardize(mol: Chem.Mol, *, largest_fragment: bool = True, keep_stereo: bool = True,
+                neutralize: bool = False, elements: frozenset[str] | None = None,
+                charges: frozenset[tuple[str, int]] | None = None
+                ) -> tuple[Chem.Mol | None, str, str, str]:
+    """Apply the standardization policies in order; returns (mol, status, reason, note).
+
+    1. fragments: several are rejected unless ``largest_fragment``; with it the one with the
+       most heavy atoms is kept (ties broken by canonical SMILES, so the choice is
+       deterministic);
+    2. elements: with ``elements`` (the element symbols a model can spell) given, a heavy atom
+       of any other element makes the molecule ``unknown_token``, the reason naming them;
+    3. charges: with ``neutralize``, a molecule with a formal charge outside ``charges``
+       (the (element, charge) pairs a model can spell; None for none) goes through RDKit's
+       Uncharger: carboxylates become acids, ammonium ions amines. What it cannot neutralize
+       (nitro groups, quaternary ammonium, betaines) keeps its charges;
+    4. stereo: removed unless ``keep_stereo``;
+    5. explicit hydrogens are folded into their heavy atoms.
+
+    The note says what changed, "; "-separated: "kept the largest of 2 fragments",
+    "neutralized charges", "removed stereochemistry"; it is kept on failures too.
+    """
+    notes: list[str] = []
     frags = Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=False)
     if len(frags) > 1:
         if not largest_fragment:
             return None, INVALID, f"{len(frags)} fragments and largest_fragment is off", ""
-        # largest by heavy atoms, ties broken by canonical SMILES so the choice is deterministic
         mol = max(frags, key=lambda m: (m.GetNumHeavyAtoms(), Chem.MolToSmiles(m)))
-        note = f"kept the largest of {len(frags)} fragments"
+        notes.append(f"kept the largest of {len(frags)} fragments")
+    if elements is not None:
+        foreign = _foreign_atoms([mol], elements)
+        if foreign:
+            return None, UNKNOWN_TOKEN, _foreign_reason(foreign, elements), "; ".join(notes)
+    spelled = charges or frozenset()
+    if neutralize and any(a.GetFormalCharge() and (a.GetSymbol(), a.GetFormalCharge())
+                          not in spelled for a in mol.GetAtoms()):
+        out, changed, error = _neutralized(mol)
+        if out is None:
+            return None, INVALID, f"neutralization failed: {error}", "; ".join(notes)
+        mol = out
+        if changed:
+            notes.append("neutralized charges")
     if not keep_stereo:
+        had = _has_stereo(mol)
+        before = Chem.MolToSmiles(mol) if had else ""
         mol = Chem.Mol(mol)
         Chem.RemoveStereochemistry(mol)
+        if had and Chem.MolToSmiles(mol) != before:
+            notes.append("removed stereochemistry")
+    note = "; ".join(notes)
     if any(a.GetAtomicNum() == 1 and a.GetIsotope() == 0 for a in mol.GetAtoms()):
         # RDKit keeps explicit H atoms that anchor double-bond stereo (e.g. imine [H]N=C);
         # SELFIES cannot spell them, so fold them into their heavy atom
@@ -150,15 +237,38 @@ def constraints(rules: dict[str, int] | None) -> Iterator[None]:
 
 
 def prepare(x: Any, *, largest_fragment: bool = True, keep_stereo: bool = True,
-            round_trip: bool = True) -> Prepared:
-    """SMILES or Mol -> standardized canonical SMILES and strict SELFIES, or a reason why not."""
-    mol, status, reason = to_mol(x)
+            round_trip: bool = True, neutralize: bool = False,
+            elements: frozenset[str] | None = None,
+            charges: frozenset[tuple[str, int]] | None = None) -> Prepared:
+    """SMILES or Mol -> standardized canonical SMILES and strict SELFIES, or a reason why not.
+
+    ``largest_fragment``, ``keep_stereo``, ``neutralize``, ``elements`` and ``charges`` are the
+    policies of :func:`standardize` (element and charge handling off by default);
+    :func:`molvae.generate.prepare_inputs` sets them from the model (see :mod:`molvae.domain`).
+    With ``elements`` given, an atom outside them is named whatever else fails: a molecule
+    RDKit cannot sanitize is ``unknown_token`` too, its reason naming the atoms, then the
+    sanitization failure.
+    """
+    raw, status, reason = _parse(x)
+    if raw is None:
+        return Prepared(None, None, status, reason)
+    mol, status, reason = _sanitize(raw)
     if mol is None:
+        if elements is not None:
+            frags = list(Chem.GetMolFrags(raw, asMols=True, sanitizeFrags=False))
+            if largest_fragment:  # the fragments that could be the one kept
+                most = max(m.GetNumHeavyAtoms() for m in frags)
+                frags = [m for m in frags if m.GetNumHeavyAtoms() == most]
+            foreign = _foreign_atoms(frags, elements)
+            if foreign:
+                return Prepared(None, None, UNKNOWN_TOKEN,
+                                f"{_foreign_reason(foreign, elements)}; also {status}: {reason}")
         return Prepared(None, None, status, reason)
     mol, status, reason, note = standardize(
-        mol, largest_fragment=largest_fragment, keep_stereo=keep_stereo)
+        mol, largest_fragment=largest_fragment, keep_stereo=keep_stereo, neutralize=neutralize,
+        elements=elements, charges=charges)
     if mol is None:
-        return Prepared(None, None, status, reason)
+        return Prepared(None, None, status, reason, note)
     smiles = canonical_smiles(mol)
     kek = _kekule_smiles(mol)
     if kek is None:
@@ -176,6 +286,60 @@ def prepare(x: Any, *, largest_fragment: bool = True, keep_stereo: bool = True,
             return Prepared(smiles, None, INVALID,
                             f"SELFIES round trip changed the molecule ({smiles} -> {back})", note)
     return Prepared(smiles, selfies, OK, "", note)
+
+
+# -------------------------------------------------------------- the policy of a model
+# documented in molvae.domain; here because molvae.generate needs it and may not import domain
+STEREO_RULES = ("keep", "remove", "remove_if_no_stereo_tokens")
+# a SELFIES atom symbol: bond, isotope, element, chirality, hydrogens, charge
+_SELFIES_ATOM = re.compile(r"\[[=#/\\]?\d*([A-Z][a-z]?)(@{0,2})(?:H\d*)?([+-]\d+)?\]")
+
+
+def symbol_atom(symbol: str) -> tuple[str, int] | None:
+    """(element, formal charge) of a SELFIES atom symbol such as ``[=N]`` or ``[NH1+1]``;
+    None for branch, ring and other symbols."""
+    m = _SELFIES_ATOM.fullmatch(symbol)
+    if m is None:
+        return None
+    return m.group(1), int(m.group(3) or 0)
+
+
+def spelled_atoms(symbols: Sequence[str]
+                  ) -> tuple[frozenset[str], frozenset[tuple[str, int]], bool]:
+    """What SELFIES symbols can spell: (elements, charged atoms as (element, charge), whether
+    any symbol carries stereo, i.e. contains ``@``, ``/`` or ``\\``)."""
+    atoms = [a for a in map(symbol_atom, symbols) if a is not None]
+    return (frozenset(e for e, _ in atoms), frozenset(a for a in atoms if a[1]),
+            any(c in s for s in symbols for c in "@/\\"))
+
+
+def standardization_policy(largest_fragment: bool, keep_stereo: bool,
+                           stored: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A model's standardization policy: the default its config implies, updated by a stored
+    one (see :mod:`molvae.domain`).
+
+    Raises:
+        ValueError: an unknown stereo rule.
+    """
+    out: dict[str, Any] = {
+        "largest_fragment": bool(largest_fragment),
+        "stereo": "remove_if_no_stereo_tokens" if keep_stereo else "remove",
+        "neutralize": True}
+    if isinstance(stored, dict):
+        out.update({k: v for k, v in stored.items() if k in out})
+    if out["stereo"] not in STEREO_RULES:
+        raise ValueError(f"unknown stereo policy {out['stereo']!r} (expected one of "
+                         f"{', '.join(STEREO_RULES)})")
+    return out
+
+
+def prepare_settings(policy: dict[str, Any], symbols: Sequence[str]) -> dict[str, Any]:
+    """A policy resolved against a vocabulary's SELFIES symbols: the keyword arguments of
+    :func:`prepare` (largest_fragment, keep_stereo, neutralize, elements, charges)."""
+    elements, charges, stereo = spelled_atoms(symbols)
+    keep = {"keep": True, "remove": False, "remove_if_no_stereo_tokens": stereo}[policy["stereo"]]
+    return {"largest_fragment": bool(policy["largest_fragment"]), "keep_stereo": keep,
+            "neutralize": bool(policy["neutralize"]), "elements": elements, "charges": charges}
 
 
 def selfies_to_smiles(selfies: str) -> str | None:
@@ -213,33 +377,116 @@ def mol_from_smiles(smiles: str) -> Chem.Mol | None:
         return Chem.MolFromSmiles(smiles)
 
 
-def iter_sdf(fh: Any) -> Iterator[tuple[str | None, str]]:
-    """Yield (SMILES or None, reason) for each record of an SDF stream (binary file object)."""
+@dataclass(frozen=True)
+class SDFRecord:
+    """One record of an SD file, as :func:`iter_sdf` reads it.
+
+    ``status`` is ``ok`` (``smiles`` holds the molecule), ``invalid`` (``reason`` says why) or
+    ``empty`` (a record without atoms, e.g. the placeholder :func:`write_sdf` writes for a row
+    without a molecule). ``title`` is the record's first line (RDKit's ``_Name``) and ``props``
+    its data fields, in file order; both are read even where the molecule is unusable.
+    """
+
+    smiles: str | None
+    status: str
+    reason: str
+    title: str
+    props: dict[str, str]
+
+
+def iter_sdf(fh: Any) -> Iterator[SDFRecord]:
+    """Yield one :class:`SDFRecord` per record of an SDF stream (binary file object), in order.
+
+    A record ends at a ``$$$$`` line, or at the end of the stream; so every record counts,
+    an unparsable one included, and record n is always the n-th ``$$$$`` block.
+    """
+    for block in _sdf_blocks(fh):
+        yield _sdf_record(block)
+
+
+def _sdf_blocks(fh: Any) -> Iterator[str]:
+    lines: list[bytes] = []
+    for line in fh:
+        if line.rstrip() == b"$$$$":
+            yield b"".join(lines).decode("utf-8", errors="replace")
+            lines = []
+        else:
+            lines.append(line)
+    if any(line.strip() for line in lines):  # a last record without its $$$$
+        yield b"".join(lines).decode("utf-8", errors="replace")
+
+
+def _sd_fields(block: str) -> dict[str, str]:
+    """The data fields after ``M  END``: a ``> <name>`` line, then value lines up to a blank."""
+    _, found, tail = block.partition("M  END")
+    fields: dict[str, str] = {}
+    if not found:
+        return fields
+    name: str | None = None
+    value: list[str] = []
+    for line in tail.splitlines()[1:]:
+        if name is None:
+            start = line.find("<") if line.startswith(">") else -1
+            end = line.find(">", start + 1) if start > 0 else -1
+            if end > start:
+                name, value = line[start + 1: end], []
+        elif line.strip():
+            value.append(line.rstrip())
+        else:
+            fields[name] = "\n".join(value)
+            name = None
+    if name is not None:
+        fields[name] = "\n".join(value)
+    return fields
+
+
+def _sdf_record(block: str) -> SDFRecord:
+    title = block.lstrip("\ufeff").split("\n", 1)[0].strip()
+    props = _sd_fields(block)
     with rdBase.BlockLogs():
-        for mol in Chem.ForwardSDMolSupplier(fh, sanitize=False, removeHs=False):
-            if mol is None:
-                yield None, "unparsable SDF record"
-                continue
-            try:
-                Chem.SanitizeMol(mol)
-                mol = Chem.RemoveHs(mol)
-            except Exception as exc:
-                yield None, f"sanitization failed: {str(exc).strip()}"
-                continue
-            yield Chem.MolToSmiles(mol), ""
+        try:
+            mol = Chem.MolFromMolBlock(block, sanitize=False, removeHs=False)
+        except Exception:  # RDKit raises for some malformed blocks instead of returning None
+            mol = None
+        if mol is None:
+            return SDFRecord(None, INVALID, "unparsable SDF record", title, props)
+        if mol.GetNumAtoms() == 0:
+            return SDFRecord(None, "empty", "SDF record without atoms", title, props)
+        try:
+            Chem.SanitizeMol(mol)
+            mol = Chem.RemoveHs(mol)
+        except Exception as exc:  # RDKit raises several sanitization exception types
+            return SDFRecord(None, INVALID, f"sanitization failed: {str(exc).strip()}", title,
+                             props)
+        return SDFRecord(Chem.MolToSmiles(mol), OK, "", title, props)
 
 
-def write_sdf(path: str, rows: list[tuple[str | None, dict[str, Any]]]) -> None:
-    """Write molecules with properties to SDF; a row whose SMILES is None becomes an empty
-    record carrying its properties, so row count and order are kept."""
+def _sd_text(value: Any) -> str:
+    """A property value SDF can hold: no blank lines (they would end the field early)."""
+    text = "" if value is None else str(value)
+    return "\n".join(line for line in text.splitlines() if line.strip())
+
+
+def write_sdf(path: str, rows: Sequence[tuple[str | None, dict[str, Any]]],
+              titles: Sequence[str] | None = None) -> None:
+    """Write molecules with properties to SDF, one record per row, in order.
+
+    ``titles[i]`` (when given) becomes record i's title line (``_Name``); a ``_Name`` property
+    does the same. A row whose SMILES is None, empty or unparsable becomes a record without
+    atoms that still carries its title and properties, so row count and order are kept.
+    """
+    if titles is not None and len(titles) != len(rows):
+        raise ValueError(f"write_sdf: {len(titles)} titles for {len(rows)} rows")
     writer = Chem.SDWriter(path)
     try:
-        for smiles, props in rows:
+        for i, (smiles, props) in enumerate(rows):
             mol = mol_from_smiles(smiles) if smiles else None
             if mol is None:
                 mol = Chem.Mol()
+            if titles is not None:
+                mol.SetProp("_Name", " ".join(str(titles[i]).split()))
             for k, v in props.items():
-                mol.SetProp(str(k), "" if v is None else str(v))
+                mol.SetProp(str(k), _sd_text(v))
             writer.write(mol)
     finally:
         writer.close()
