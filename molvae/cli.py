@@ -11,10 +11,12 @@ import re
 import shlex
 import sys
 import traceback
+import warnings
 from dataclasses import fields
 from typing import Any
 
 from .checkpoint import CheckpointError
+from .cli_common import Parser, add_seed_arg, announce_seed, seed_of
 from .config import (  # UsageError: re-exported, it used to live here
     ConfigError,
     ModelConfig,
@@ -56,8 +58,9 @@ def _add_config_flags(p: argparse.ArgumentParser, cls: type, title: str) -> None
         if f.name == "vocab_size":
             continue
         flag = "--" + f.name.replace("_", "-")
+        text = _FLAG_HELP.get(f.name, f.name.replace("_", " "))
         group.add_argument(flag, dest=f"{cls.__name__}.{f.name}", default=None, metavar="X",
-                           help=_FLAG_HELP.get(f.name, f"default {f.default}"))
+                           help=f"{text} (default: {f.default})")
 
 
 def _collect(args: argparse.Namespace, cls: type) -> dict[str, Any]:
@@ -96,9 +99,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if fixed:
             log.warning("--resume keeps the run's %s; only %s may change", ", ".join(fixed),
                         ", ".join(RESUMABLE_SETTINGS))
-    default_num_threads()
     res = train(args.data, args.out, val_path=args.val, model_config=mc, train_config=tc,
-                seed=args.seed, device=args.device, resume=args.resume,
+                seed=(args.seed or 0) if args.resume else seed_of(args), device=args.device,
+                resume=args.resume,
                 smiles_column=args.smiles_column, progress=not args.quiet,
                 command=shlex.join(["molvae", *args.argv]))
     m = res.last_metrics
@@ -110,16 +113,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from ._version import __version__
-    p = argparse.ArgumentParser(prog="molvae", description="Molecular generation with a "
-                                "SELFIES GRU variational autoencoder.")
+    p = Parser(prog="molvae", description="Molecular generation with a SELFIES GRU "
+               "variational autoencoder.")
     p.add_argument("--version", action="version", version=f"molvae {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     # -v/-q also after the subcommand; SUPPRESS keeps a top-level flag from being reset
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
-    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="debug logging, tracebacks")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bars, warnings only")
+    common.add_argument("--threads", default="auto", metavar="N",
+                        help="torch threads: a number, or auto = the cores idle now (one "
+                             "on a busy 2-core machine; see the README's thread benchmark)")
     _orig_add = sub.add_parser
 
     def add_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
@@ -130,19 +138,26 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a VAE on a molecule file",
                        description="Train a VAE on .smi/.csv/.sdf (optionally .gz) molecules.")
     t.add_argument("data", help="training molecules (.smi, .csv, .tsv, .sdf; .gz ok)")
-    t.add_argument("--out", required=True, help="run folder for config, metrics, checkpoints")
+    t.add_argument("--out", required=True,
+                   help="run folder for config, metrics, checkpoints (required, no default)")
     t.add_argument("--val", default=None, help="validation file (default: a seeded split)")
-    t.add_argument("--config", default=None, help="TOML file with [model] and [train] tables")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--config", default=None,
+                   help="a preset name (moses: the bundled model's recipe, which the "
+                        "defaults below already are) or a TOML file with [model] and [train] "
+                        "tables (default: the moses recipe)")
+    add_seed_arg(t)
     t.add_argument("--device", default="auto", help="auto | cpu | cuda")
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
-    t.add_argument("--smiles-column", default=None, help="CSV column holding SMILES")
+    t.add_argument("--smiles-column", default=None,
+                   help="CSV column holding SMILES (default: detected)")
     _add_config_flags(t, ModelConfig, "model")
     _add_config_flags(t, TrainConfig, "training")
     t.set_defaults(func=cmd_train)
 
-    from . import cli_generate, cli_optimize, cli_score
+    from . import cli_eval, cli_generate, cli_inspect, cli_optimize, cli_score
     cli_generate.add_commands(sub)
+    cli_inspect.add_commands(sub)
+    cli_eval.add_commands(sub)
     cli_score.add_commands(sub)
     cli_optimize.add_commands(sub)
     return p
@@ -156,16 +171,56 @@ def _training_errors() -> tuple[type[Exception], ...]:
     return (training.TrainingError,) if training is not None else ()
 
 
+class _Format(logging.Formatter):
+    """``molvae: message``, and ``molvae: warning: message`` from warnings up."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage().replace("\n", " ")
+        if record.levelno >= logging.WARNING:
+            return f"molvae: {record.levelname.lower()}: {text}"
+        return f"molvae: {text}"
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    """The command's log lines on stderr; Python warnings (e.g. from torch or RDKit wrappers)
+    become one ``molvae: warning:`` line each instead of a source line. Process-wide: the
+    command owns its process."""
+    log.setLevel(logging.DEBUG if verbose else (logging.WARNING if quiet else logging.INFO))
+    log.propagate = False
+    for h in list(log.handlers):
+        if getattr(h, "_molvae", False):
+            log.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Format())
+    handler._molvae = True  # type: ignore[attr-defined]
+    log.addHandler(handler)
+
+    def show(message: Any, category: type, *_: Any, **__: Any) -> None:
+        log.warning("%s", message)
+
+    warnings.showwarning = show  # type: ignore[assignment]
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str | None
+               ) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command]
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # reported by the subcommand, as `molvae sample: error: ...`
+            _subparser(parser, getattr(args, "command", None)).error(
+                f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exc:  # argparse already printed the usage error
         return int(exc.code or 0)
     args.argv = argv
-    level = logging.DEBUG if args.verbose else (logging.WARNING if args.quiet else logging.INFO)
-    logging.basicConfig(level=level, format="molvae: %(message)s", stream=sys.stderr)
+    _setup_logging(args.verbose, args.quiet)
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return 2
@@ -173,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     from .draw import PictureError
     from .io import OutputError
     try:
-        return int(args.func(args) or 0)
+        default_num_threads(None if args.threads == "auto" else args.threads)
+        code = int(args.func(args) or 0)
+        announce_seed(args)
+        return code
     except (DataFileError, ConfigError, CheckpointError, UsageError, FileNotFoundError,
             OutputError, PictureError) as exc:
         print(f"molvae {args.command}: error: {exc}", file=sys.stderr)
@@ -182,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"molvae {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        announce_seed(args)
         print(f"molvae {args.command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-from pathlib import Path
 
+from .cli_common import add_model_args, image_check, load_model, output_check, seed_of
 from .config import UsageError
 
 log = logging.getLogger("molvae")
@@ -15,22 +15,17 @@ log = logging.getLogger("molvae")
 def _checks(args: argparse.Namespace) -> None:
     if args.budget < 1:
         raise UsageError(f"--budget must be >= 1, got {args.budget}")
-    if args.threads < 1:
-        raise UsageError(f"--threads must be >= 1, got {args.threads}")
     if args.top < 1:
         raise UsageError(f"--top must be >= 1, got {args.top}")
     if args.min_similarity is not None and not 0.0 <= args.min_similarity <= 1.0:
         raise UsageError(f"--min-similarity must be in [0, 1], got {args.min_similarity}")
     if args.min_similarity and not args.similarity_to:
         raise UsageError("--min-similarity needs --similarity-to SMILES")
-    if args.image and Path(args.image).suffix.lower() not in (".png", ".svg"):
-        raise UsageError(f"--image {args.image}: must end in .png or .svg")
-    if args.output and Path(args.output).suffix.lower() not in (".csv", ".smi", ".sdf"):
-        raise UsageError(f"-o {args.output}: output must end in .csv, .smi or .sdf")
+    image_check(args.image)
+    output_check(args.output)
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
-    from .cli_generate import _load_model
     from .io import TableWriter
     from .optimize import METHODS, optimize
     from .properties import ObjectiveError, get_objective, score
@@ -42,12 +37,13 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         objective = get_objective(args.objective)
     except ObjectiveError as exc:
         raise UsageError(f"objective: {exc}") from None
-    import torch
-    torch.set_num_threads(args.threads)  # the command's own process: no library call does this
-    model = _load_model(args)
+    if args.threads == "auto":  # the search decodes small batches: one thread does them fastest
+        import torch
+        torch.set_num_threads(1)
+    model = load_model(args)
     try:
         result = optimize(model, objective, method=args.method, budget=args.budget,
-                          seed=args.seed, start=args.start, similarity_to=args.similarity_to,
+                          seed=seed_of(args), start=args.start, similarity_to=args.similarity_to,
                           min_similarity=args.min_similarity,
                           max_heavy_atoms=args.max_heavy_atoms,
                           progress=not args.quiet)
@@ -82,36 +78,35 @@ def cmd_optimize(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from .cli_generate import _add_model_args
     from .optimize import DEFAULT_METHOD, METHODS
     o = sub.add_parser(
         "optimize", help="search the latent space for molecules that score high",
         description="Latent-space optimization of an objective (higher is better); every "
                     "score is recomputed by RDKit. OBJECTIVE: a registered name (qed, logp, "
                     "sa, plogp, plogp_norm, mw, tpsa, hbd, hba, rotb, heavy_atoms, rings) or "
-                    "similarity:SMILES.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "similarity:SMILES. --threads auto means one thread here: the search "
+                    "decodes small batches, which one thread does fastest.")
     o.add_argument("objective", help="what to maximise, e.g. qed or similarity:CCO")
     o.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
                    help="search method")
     o.add_argument("--budget", type=int, default=1000,
                    help="oracle calls (new valid molecules scored) at most")
     o.add_argument("--start", default=None,
-                   help="a SMILES or a molecule file to start from; none: the model's "
-                        "sampling density")
+                   help="a SMILES or a molecule file to start from (default: the model's "
+                        "sampling density)")
     o.add_argument("--similarity-to", default=None, metavar="SMILES",
-                   help="constraint: stay similar to this molecule")
+                   help="constraint: stay similar to this molecule (default: none)")
     o.add_argument("--min-similarity", type=float, default=None, metavar="D",
-                   help="constraint: Tanimoto (Morgan r=2, 2048 bits) to --similarity-to >= D")
+                   help="constraint: Tanimoto (Morgan r=2, 2048 bits) to --similarity-to >= D "
+                        "(default: none)")
     o.add_argument("--max-heavy-atoms", type=int, default=None, metavar="N",
-                   help="constraint: at most N heavy atoms")
+                   help="constraint: at most N heavy atoms (default: no cap)")
     o.add_argument("--top", type=int, default=10, help="molecules to write")
     o.add_argument("-o", "--output", default=None,
                    help="the top molecules: .csv, .smi or .sdf (default: CSV on stdout)")
-    o.add_argument("--history", default=None, help="also write every oracle call (.csv)")
-    o.add_argument("--image", default=None, help="a grid of the top molecules (.png/.svg)")
-    o.add_argument("--threads", type=int, default=1,
-                   help="torch threads; the search decodes small batches, which one thread "
-                        "does fastest, above all on a busy machine")
-    _add_model_args(o)
+    o.add_argument("--history", default=None,
+                   help="also write every oracle call (.csv) (default: no)")
+    o.add_argument("--image", default=None,
+                   help="a grid of the top molecules (.png/.svg) (default: none)")
+    add_model_args(o)
     o.set_defaults(func=cmd_optimize)

@@ -7,6 +7,7 @@ import logging
 import math
 from collections import Counter
 
+from .cli_common import add_input_args, read_input
 from .config import UsageError
 
 log = logging.getLogger("molvae")
@@ -17,7 +18,6 @@ def _cell(value: float) -> str:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from .data import read_molecules
     from .io import TableWriter
     from .properties import ObjectiveError, get_objective, score_all
 
@@ -34,24 +34,23 @@ def cmd_score(args: argparse.Namespace) -> int:
     if len(set(names)) < len(names):
         raise UsageError(f"--objective: an objective is named twice ({args.objective})")
 
-    raw = read_molecules(args.input, args.smiles_column)
-    texts = [None if i in raw.errors else t for i, t in enumerate(raw.texts)]
+    inputs = read_input(args)
     # a bar only when the table goes to a file, as `molvae sample` does
-    res = score_all(texts, objectives, jobs=args.jobs,
+    res = score_all(inputs.texts, objectives, jobs=args.jobs,
                     progress=not getattr(args, "quiet", False) and args.output is not None)
 
-    writer = TableWriter(args.output, ["line", "smiles", *names, "status", "reason"])
+    writer = TableWriter(args.output, [*inputs.columns, "smiles", *names, "status", "reason"])
     counts: Counter[str] = Counter()
     rows = []
-    for i, text in enumerate(raw.texts):
-        row = {"line": raw.lines[i], "smiles": text}
+    for i, text in enumerate(inputs.texts):
+        row = {**inputs.base[i], "smiles": text}
         bad = []
         for name in names:
             row[name] = _cell(float(res.values[name][i]))
             if res.kinds[name][i] != "ok":
                 bad.append((name, res.kinds[name][i], res.reasons[name][i]))
-        if i in raw.errors:
-            status, reason = "invalid", raw.errors[i]
+        if i in inputs.problems:
+            status, reason = inputs.problems[i]
         elif not bad:
             status, reason = "ok", ""
         elif bad[0][1] in ("invalid", "unsupported"):  # the same for every objective
@@ -82,7 +81,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help=f"comma-separated: {', '.join(OBJECTIVES)}, similarity:SMILES "
                    "(default: qed,logp,sa)")
     s.add_argument("-o", "--output", default=None, help=".csv, .smi or .sdf (default: stdout)")
-    s.add_argument("--smiles-column", default=None, help="CSV column holding SMILES")
+    add_input_args(s)
     s.add_argument("--jobs", type=int, default=None,
                    help="worker processes for large files (default: every core)")
     s.set_defaults(func=cmd_score)

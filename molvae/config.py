@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["ConfigError", "UsageError", "ModelConfig", "TrainConfig", "load_config_file",
-           "from_dict", "resolve_device", "default_num_threads"]
+           "from_dict", "resolve_device", "default_num_threads", "auto_threads",
+           "parse_threads", "usable_cores", "PRESETS", "load_preset"]
 
 
 class ConfigError(ValueError):
@@ -52,13 +54,58 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def default_num_threads() -> None:
-    """Use every core for torch's intra-op parallelism unless the user chose otherwise
-    (``OMP_NUM_THREADS``). Process-wide: for command-line entry points, not the library."""
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def auto_threads() -> int:
+    """Torch threads for a command-line run: the cores that are idle now.
+
+    The usable cores minus the run queue of the last minute (``os.getloadavg``), at least one.
+    On a machine where another process keeps a core busy, a second torch thread waits for that
+    core at every synchronisation point; ``scripts/benchmark_threads.py`` measures the cost
+    (README, "Threads"). Where the OS has no load average, every usable core.
+    """
+    cores = usable_cores()
+    try:
+        busy = int(round(os.getloadavg()[0]))
+    except (AttributeError, OSError):  # pragma: no cover - Windows
+        busy = 0
+    return max(1, min(cores, cores - busy))
+
+
+def parse_threads(value: str | int | None) -> int:
+    """``--threads``: a positive integer, or ``auto``/None for :func:`auto_threads`.
+
+    Raises:
+        UsageError: anything else.
+    """
+    if value is None or str(value).strip().lower() == "auto":
+        return auto_threads()
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise UsageError(f"--threads must be a positive integer or 'auto', got {value!r}")
+    return n
+
+
+def default_num_threads(threads: str | int | None = None) -> int:
+    """Set torch's intra-op threads for a command-line run and return the number: ``threads``
+    if given, else ``OMP_NUM_THREADS`` when the user set it, else :func:`auto_threads`.
+    Process-wide: for command-line entry points, not the library."""
     import torch
 
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(os.cpu_count() or 1)
+    if threads is None and "OMP_NUM_THREADS" in os.environ:
+        return torch.get_num_threads()
+    n = parse_threads(threads)
+    torch.set_num_threads(n)
+    return n
 
 
 @dataclass(frozen=True)
@@ -88,27 +135,32 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation, schedules and bookkeeping of one training run."""
+    """Optimisation, schedules and bookkeeping of one training run.
+
+    The defaults are the recipe of the bundled model (the ``moses`` preset,
+    ``molvae/presets/moses.toml``): the learning-rate schedule's step counts fit MOSES-sized
+    data (12,500 steps = 2 epochs of 1.58M molecules at batch 256); scale them for other data.
+    """
 
     batch_size: int = 256
     lr: float = 1e-3
     # learning rate: constant, or held at lr until lr_decay_start, then a cosine down to lr_final
     # over lr_decay_steps and held there (a final annealing phase; may be added on --resume)
-    lr_schedule: str = "constant"  # constant | cosine
-    lr_decay_start: int = 0
-    lr_decay_steps: int = 10000
-    lr_final: float = 1e-5
+    lr_schedule: str = "cosine"  # constant | cosine
+    lr_decay_start: int = 12500
+    lr_decay_steps: int = 7500
+    lr_final: float = 5e-5
     weight_decay: float = 0.01
-    grad_clip: float = 1.0
+    grad_clip: float = 10.0
     epochs: int = 10
     max_steps: int | None = None
     max_time: float | None = None  # seconds of training wall time
     # KL: loss = recon + beta(step) * sum_d max(KL_d, free_bits), per molecule (nats)
-    beta: float = 0.1
+    beta: float = 1.0
     kl_schedule: str = "linear"  # linear | cyclical | constant
-    kl_warmup_steps: int = 5000
+    kl_warmup_steps: int = 3000
     kl_cycle_steps: int = 10000
-    free_bits: float = 0.0
+    free_bits: float = 0.6
     # fraction of batches decoded free-running with straight-through Gumbel-Softmax
     gumbel_frac_start: float = 0.0
     gumbel_frac_end: float = 0.0
@@ -116,12 +168,12 @@ class TrainConfig:
     tau_start: float = 1.0
     tau_end: float = 0.3
     tau_anneal_steps: int = 20000
-    val_every: int = 1000
+    val_every: int = 500
     val_fraction: float = 0.01
-    val_max: int = 20000  # cap on the validation split drawn from the training file
+    val_max: int = 10000  # cap on the validation split drawn from the training file
     val_recon_size: int = 1000
     log_every: int = 50
-    checkpoint_every: int = 1000
+    checkpoint_every: int = 250
     nonfinite_patience: int = 5
     bucket_batches: int = 64  # batches per length-sorting window
     num_workers: int = 0  # tokenizer processes; 0 = all cores
@@ -212,29 +264,52 @@ def _coerce(cls: type, name: str, value: Any, where: str) -> Any:
         raise ConfigError(f"{where}{name}: bad value {value!r} (expected {kind})") from None
 
 
+def _suggest(word: str, choices: Sequence[str]) -> str:
+    """' (did you mean 'x'?)' for the closest choice, or nothing."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def from_dict(cls: type, values: dict[str, Any], where: str = "") -> Any:
     """Build a config dataclass from a dict, rejecting unknown keys with a suggestion."""
     names = [f.name for f in fields(cls)]
     kwargs = {}
     for key, value in values.items():
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{where}unknown key {key!r}{hint}")
+            raise ConfigError(f"{where}unknown key {key!r}{_suggest(key, names)}")
         kwargs[key] = _coerce(cls, key, value, where)
     cfg = cls(**kwargs)
     cfg.validate()
     return cfg
 
 
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+PRESETS = ("moses",)  # named recipes shipped with the package: presets/<name>.toml
+
+
+def load_preset(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A named recipe's [model] and [train] tables (e.g. ``"moses"``, the bundled model's)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}{_suggest(name, PRESETS)}; presets: "
+                          + ", ".join(PRESETS))
+    return load_config_file(PRESET_DIR / f"{name}.toml")
+
+
 def load_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Read a TOML file with optional [model] and [train] tables; returns their raw dicts."""
+    """Read a TOML file with optional [model] and [train] tables; returns their raw dicts.
+
+    A bare preset name (``"moses"``, no ``.toml``) reads that preset.
+    """
+    if str(path) in PRESETS and not Path(path).exists():
+        return load_preset(str(path))
     path = Path(path)
     try:
         with path.open("rb") as fh:
             raw = tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        hint = "" if path.suffix else f"{_suggest(str(path), PRESETS)}; presets: " + \
+            ", ".join(PRESETS)
+        raise ConfigError(f"{path}: config file not found{hint}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     for key in raw:

@@ -132,6 +132,17 @@ def _lr_schedule(tc: dict, changes: list[dict] | None = None) -> str:
     return text
 
 
+def _domain_section() -> str:
+    """The card's "## Domain" section as scripts/fit_domain.py measured it (kept verbatim, since
+    this script measures nothing about the domain), or nothing."""
+    path = OUT / "MODEL_CARD.md"
+    text = path.read_text() if path.exists() else ""
+    if "\n## Domain\n" not in text:
+        return ""
+    section = text.split("\n## Domain\n", 1)[1].split("\n## ", 1)[0]
+    return "## Domain\n" + section.rstrip() + "\n\n"
+
+
 def model_card(report: dict, run: Path) -> str:
     """The model card, every number taken from this script's measurements or the run's logs."""
     cfg = json.loads((run / "config.json").read_text())
@@ -163,8 +174,8 @@ def model_card(report: dict, run: Path) -> str:
 
 {report.get("note", "")}
 
-Trained by `scripts/train_default.sh` with `scripts/configs/moses_default.toml`, finalized by
-`scripts/finalize_default.py` (which measured every number on this page).
+Trained by `scripts/train_default.sh` with the `moses` preset (`molvae/presets/moses.toml`),
+finalized by `scripts/finalize_default.py` (which measured every number on this page).
 
 ## Data
 MOSES train (`data/moses/train.csv.gz`, sha256 `{cfg['data']['sha256'][:16]}...`):
@@ -178,7 +189,7 @@ GRU VAE: embedding {mc['embed_dim']}, bidirectional encoder GRU
 Vocabulary {len(cfg['vocab']['symbols']) + 3} tokens (SELFIES default constraints); stereo kept:
 {mc['keep_stereo']}; largest fragment: {mc['largest_fragment']}; max length {mc['max_len']} symbols.
 
-## Training
+{_domain_section()}## Training
 Loss per molecule: token cross-entropy + beta * sum_d max(KL_d, free_bits) with beta
 {tc['beta']} (linear warm-up over {tc['kl_warmup_steps']} steps) and free bits {tc['free_bits']}
 nats per dimension; AdamW lr {tc['lr']}{lr_text}; batch {tc['batch_size']}, gradient

@@ -22,4 +22,4 @@ if [ -f "$out/resume.pt" ]; then
   exec molvae train "$root/data/moses/train.csv.gz" --out "$out" --resume --max-time "$time" "$@"
 fi
 exec molvae train "$root/data/moses/train.csv.gz" --out "$out" \
-  --config "$root/scripts/configs/moses_default.toml" --seed 0 --max-time "$time" "$@"
+  --config moses --seed 0 --max-time "$time" "$@"

@@ -77,10 +77,10 @@ def test_sample_to_file(capsys, tmp_path, run_dir, suffix):
     text = path.read_text()
     if suffix == ".csv":
         assert len(_csv_rows(text)) == 7
-    elif suffix == ".smi":
+    elif suffix == ".smi":  # SMILES<TAB>index, no header
         lines = text.splitlines()
-        assert lines[0].split("\t") == ["smiles", "index", "status"]
-        assert len(lines) == 1 + 7
+        assert len(lines) == 7
+        assert [ln.split("\t")[1] for ln in lines] == [str(i) for i in range(7)]
     else:
         assert text.count("$$$$") == 7
 
@@ -174,8 +174,9 @@ def test_encode_to_stdout(capsys, run_dir, smi_file):
     rows = _csv_rows(out)
     assert len(rows) == len(ENCODE_INPUT)
     latent = molvae.load(run_dir).config.latent_dim
-    assert list(rows[0])[:4] == ["line", "input", "status", "reason"]
-    assert [f"z{j}" for j in range(latent)] == list(rows[0])[4:]
+    from molvae.cli_inspect import CHECK_COLUMNS
+    assert list(rows[0])[:3 + len(CHECK_COLUMNS)] == ["line", "id", "input", *CHECK_COLUMNS]
+    assert [f"z{j}" for j in range(latent)] == list(rows[0])[3 + len(CHECK_COLUMNS):]
     for i, (row, (text, status)) in enumerate(zip(rows, ENCODE_INPUT)):
         assert row["line"] == str(i + 1)
         assert row["input"] == text
@@ -210,17 +211,23 @@ def test_encode_csv_file_with_column(capsys, tmp_path, run_dir):
                           "--smiles-column", "structure")
     assert code == 0, err
     rows = _csv_rows(out)
-    assert [r["status"] for r in rows] == ["ok", "invalid", "ok"]
+    assert [r["status"] for r in rows] == ["ok", "empty", "ok"]
     assert [r["line"] for r in rows] == ["2", "3", "4"]
+    assert [r["id"] for r in rows] == ["1", "2", "3"]  # the id column is detected
 
 
-def test_encode_npy_with_elbo_is_a_usage_error(capsys, tmp_path, run_dir, smi_file):
+def test_encode_npy_has_a_row_table_with_elbo(capsys, tmp_path, run_dir, smi_file):
     out = tmp_path / "z.npy"
     code, _, err = _run(capsys, "-q", "encode", smi_file, "--model", run_dir, "-o", out,
-                        "--elbo")
-    assert code == 2
-    assert "--elbo" in _error_line(err, "encode")
-    assert not out.exists()
+                        "--elbo", "--elbo-samples", 2)
+    assert code == 0, err
+    z = np.load(out)
+    table = list(csv.DictReader((tmp_path / "z.status.csv").open()))
+    assert len(table) == len(z) == len(ENCODE_INPUT)
+    for row, zi, (text, status) in zip(table, z, ENCODE_INPUT):
+        assert (row["input"], row["status"]) == (text, status)
+        assert np.isnan(zi).all() == (status != "ok")
+        assert bool(row["neg_elbo"]) == (status == "ok")
 
 
 def test_encode_zero_elbo_samples_is_a_usage_error(capsys, run_dir, smi_file):

@@ -401,10 +401,16 @@ def test_interpolate_returns_steps_items(model, method, steps):
     assert out == molvae.interpolate(model, "CCO", "c1ccccc1", steps=steps, method=method)
 
 
-def test_interpolate_endpoints_decode_the_endpoints(model):
+def test_interpolate_ends_are_the_inputs_or_their_decodes(model):
     z = molvae.encode(model, ["CCO", "c1ccccc1"])
-    path = molvae.interpolate(model, "CCO", "c1ccccc1", steps=3, method="linear")
-    assert [path[0], path[-1]] == molvae.decode(model, z)
+    path = molvae.interpolate(model, "OCC", "c1ccccc1", steps=3, method="linear")
+    assert [path[0], path[-1]] == ["CCO", "c1ccccc1"]  # standardized inputs
+    decoded = molvae.interpolate(model, "OCC", "c1ccccc1", steps=3, method="linear",
+                                 ends="decoded")
+    assert [decoded[0], decoded[-1]] == molvae.decode(model, z)
+    assert decoded[1] == path[1]
+    with pytest.raises(ValueError, match="ends"):
+        molvae.interpolate(model, "CCO", "CCN", ends="both")
 
 
 def test_interpolate_rejects_bad_arguments(model):

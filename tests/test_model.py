@@ -422,7 +422,8 @@ def test_cosine_lr_schedule():
 
 
 def test_constant_lr_schedule_ignores_decay_settings():
-    tc = TrainConfig(lr=3e-4, lr_decay_start=0, lr_decay_steps=1, lr_final=0.0)
+    tc = TrainConfig(lr=3e-4, lr_schedule="constant", lr_decay_start=0, lr_decay_steps=1,
+                     lr_final=0.0)
     assert {tc.lr_at(s) for s in (0, 1, 5, 10**6)} == {3e-4}
 
 

@@ -326,15 +326,15 @@ def test_cli_keeps_every_row(tmp_path: Path, caplog: pytest.LogCaptureFixture) -
     assert _cli(str(src), "--objective", "qed, SA,similarity:CCO", "-o", str(out),
                 "--jobs", "1") == 0
     rows = list(csv.DictReader(out.open()))
-    assert list(rows[0]) == ["line", "smiles", "qed", "sa", "similarity:CCO", "status",
+    assert list(rows[0]) == ["line", "id", "smiles", "qed", "sa", "similarity:CCO", "status",
                              "reason"]
-    assert [(r["line"], r["smiles"], r["status"]) for r in rows] == [
-        ("2", "CCO", "ok"), ("3", "xyz", "invalid"), ("5", "c1ccccc1", "ok"),
-        ("6", "C*", "unsupported")]
+    assert [(r["line"], r["id"], r["smiles"], r["status"]) for r in rows] == [
+        ("2", "ethanol", "CCO", "ok"), ("3", "", "xyz", "invalid"), ("4", "", "", "empty"),
+        ("5", "", "c1ccccc1", "ok"), ("6", "", "C*", "unsupported")]
     assert float(rows[0]["qed"]) == pytest.approx(score(["CCO"], "qed")[0], abs=1e-6)
     assert rows[0]["similarity:CCO"] == "1" and rows[1]["qed"] == ""
-    assert rows[1]["reason"] == "unparsable SMILES"
-    assert "scored 2 of 4 molecules; 1 invalid, 1 unsupported" in caplog.text
+    assert rows[1]["reason"] == "unparsable SMILES" and rows[2]["reason"] == "blank line"
+    assert "scored 2 of 5 molecules; 1 empty, 1 invalid, 1 unsupported" in caplog.text
 
 
 def test_cli_stdout_and_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -343,8 +343,8 @@ def test_cli_stdout_and_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
     src.write_text("name,mol\na,CCO\nb,CC(C\n")
     assert _cli(str(src), "--objective", "heavy_atoms", "--smiles-column", "mol") == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "line,smiles,heavy_atoms,status,reason"
-    assert lines[1:] == ["2,CCO,3,ok,", "3,CC(C,,invalid,unparsable SMILES"]
+    assert lines[0] == "line,id,smiles,heavy_atoms,status,reason"  # `name` is the id column
+    assert lines[1:] == ["2,a,CCO,3,ok,", "3,b,CC(C,,invalid,unparsable SMILES"]
     with pytest.raises(UsageError, match=r"did you mean 'plogp'\?"):
         _cli(str(src), "--objective", "qed,plgp")
     with pytest.raises(UsageError, match="--jobs"):

@@ -191,7 +191,7 @@ def test_cosine_lr_is_applied_and_can_be_added_on_resume(tmp_path, train_csv,
     """A constant-lr run resumed with a cosine anneal: the lr column follows lr_at, the change is
     recorded in config.json, and a later resume without schedule settings keeps it."""
     out = tmp_path / "run"
-    kw = dict(log_every=1, val_every=100, checkpoint_every=100)
+    kw = dict(log_every=1, val_every=100, checkpoint_every=100, lr_schedule="constant")
     molvae.train(train_csv, out, model_config=tiny_model_config, progress=False,
                  train_config=tiny_train_config(max_steps=4, lr=2e-3, **kw),
                  cache_dir=session_cache, device="cpu")

@@ -1,0 +1,114 @@
+"""Property columns for result tables: RDKit objectives from the registry, the MOSES filter
+verdict with its reason, and novelty against a model's training set.
+
+``property_table(smiles, ["qed", "sa", "filters", "novel"], model=m)`` gives the column names
+and one dict of formatted cells per molecule; a molecule without a value gets empty cells.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ColumnError", "EXTRA_COLUMNS", "parse_properties", "property_table",
+           "training_smiles"]
+
+EXTRA_COLUMNS = ("filters", "novel")
+
+
+class ColumnError(ValueError):
+    """An unknown property name, or novelty without a known training set."""
+
+
+def _known() -> list[str]:
+    from .properties import OBJECTIVES
+    return [*OBJECTIVES, *EXTRA_COLUMNS]
+
+
+def parse_properties(spec: str | Sequence[str]) -> list[str]:
+    """``"qed,sa,filters"`` -> ``["qed", "sa", "filters"]``; unknown names get a suggestion."""
+    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec)]
+    names = [n for n in names if n]
+    if not names:
+        raise ColumnError("give at least one property, e.g. qed,sa,filters")
+    known = _known()
+    for n in names:
+        if n not in known:
+            close = difflib.get_close_matches(n, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ColumnError(f"unknown property {n!r}{hint}; known: {', '.join(known)}")
+    if len(set(names)) < len(names):
+        raise ColumnError(f"a property is named twice: {','.join(names)}")
+    return names
+
+
+def _cell(value: float) -> str:
+    return "" if not math.isfinite(value) else f"{value:.4g}"
+
+
+@lru_cache(maxsize=2)
+def _smiles_set(path: str) -> frozenset[str]:
+    from .data import read_molecules
+    return frozenset(t for t in read_molecules(path).texts if t)
+
+
+def training_smiles(model: Any = None, train: str | Path | None = None) -> frozenset[str]:
+    """The SMILES a ``novel`` cell is checked against: ``train`` if given, else the bundled
+    model's MOSES training set (recognised by the data fingerprint in the checkpoint).
+
+    Training SMILES are compared as written (MOSES stores RDKit canonical SMILES; on 5,000
+    random training molecules the installed RDKit rewrites one), so reading them costs
+    seconds, not the minutes of canonicalizing 1.6M molecules.
+    """
+    if train is not None:
+        return _smiles_set(str(train))
+    from .data import file_sha256
+    from .metrics import MOSES_DIR
+    moses = MOSES_DIR / "train.csv.gz"
+    sha = ((getattr(model, "meta", None) or {}).get("data") or {}).get("train_sha256")
+    if sha and moses.is_file() and file_sha256(moses) == sha:
+        return _smiles_set(str(moses))
+    raise ColumnError("`novel` needs the model's training molecules: give --train FILE "
+                      "(the checkpoint's training data is not the MOSES train set shipped "
+                      "in data/moses)")
+
+
+def property_table(smiles: Sequence[str | None], names: Sequence[str], *, model: Any = None,
+                   train: str | Path | None = None, progress: bool = False
+                   ) -> tuple[list[str], list[dict[str, str]]]:
+    """Formatted property cells of each molecule, in input order.
+
+    ``filters`` adds two columns, ``filters`` (pass/fail) and ``filters_reason``; ``novel``
+    is yes/no. Invalid or missing molecules get empty cells.
+    """
+    from .properties import get_objective, score_all
+    names = parse_properties(list(names))
+    items = [s if s else None for s in smiles]
+    rows: list[dict[str, str]] = [{} for _ in items]
+    columns: list[str] = []
+    objectives = [get_objective(n) for n in names if n not in EXTRA_COLUMNS]
+    if objectives:
+        res = score_all(items, objectives, progress=progress)
+        for obj in objectives:
+            for row, v in zip(rows, res.values[obj.name]):
+                row[obj.name] = _cell(float(v))
+    if "filters" in names:
+        from .filters import filter_failures_many
+        present = [i for i, s in enumerate(items) if s]
+        fails = filter_failures_many([items[i] for i in present], progress=progress)
+        for row in rows:
+            row["filters"] = row["filters_reason"] = ""
+        for i, why in zip(present, fails):
+            rows[i]["filters"] = "fail" if why else "pass"
+            rows[i]["filters_reason"] = "; ".join(why)
+    if "novel" in names:
+        known = training_smiles(model, train)
+        for row, s in zip(rows, items):
+            row["novel"] = "" if not s else ("no" if s in known else "yes")
+    for n in names:
+        columns += ["filters", "filters_reason"] if n == "filters" else [n]
+    return columns, rows

@@ -1,0 +1,51 @@
+"""The moses preset is the bundled recipe and the config defaults; thread choice."""
+
+import os
+
+import pytest
+
+from molvae.config import (
+    PRESETS,
+    ConfigError,
+    ModelConfig,
+    TrainConfig,
+    UsageError,
+    auto_threads,
+    from_dict,
+    load_config_file,
+    load_preset,
+    parse_threads,
+    usable_cores,
+)
+
+
+def test_moses_preset_equals_the_defaults():
+    model, train = load_preset("moses")
+    assert from_dict(ModelConfig, model) == ModelConfig()
+    assert from_dict(TrainConfig, train) == TrainConfig()
+
+
+def test_preset_by_bare_name_and_typo(tmp_path):
+    assert load_config_file("moses") == load_preset("moses")
+    with pytest.raises(ConfigError, match="did you mean 'moses'"):
+        load_preset("mosse")
+    with pytest.raises(ConfigError, match="presets: moses"):
+        load_config_file(tmp_path / "nope")
+    assert "moses" in PRESETS
+
+
+def test_parse_threads():
+    assert parse_threads("3") == 3
+    assert 1 <= parse_threads("auto") <= usable_cores()
+    assert 1 <= parse_threads(None) <= usable_cores()
+    for bad in ("0", "-2", "two", "1.5"):
+        with pytest.raises(UsageError, match="--threads"):
+            parse_threads(bad)
+
+
+def test_auto_threads_leaves_busy_cores(monkeypatch):
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 0.0, 0.0))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert auto_threads() == 3
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 0.0, 0.0))
+    assert auto_threads() == 1
