@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import shlex
 import sys
@@ -126,8 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="no progress bars, warnings only")
     common.add_argument("--threads", default="auto", metavar="N",
-                        help="torch threads: a number, or auto = the cores idle now (one "
-                             "on a busy 2-core machine; see the README's thread benchmark)")
+                        help="torch threads: a number, or auto (most commands: the cores idle "
+                             "now; sample: every core; optimize: one; OMP_NUM_THREADS wins; "
+                             "see the README, Threads)")
     _orig_add = sub.add_parser
 
     def add_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
@@ -169,6 +171,27 @@ def _training_errors() -> tuple[type[Exception], ...]:
     training code."""
     training = sys.modules.get(f"{__package__}.train")
     return (training.TrainingError,) if training is not None else ()
+
+
+# --threads auto, per command, as scripts/benchmark_threads.py measured (README "Threads"):
+# training's intra-op threads wait for each other at every step, so a thread on a busy core
+# stalls them all (auto: the idle cores); sampling runs independent single-threaded decoders
+# that every core speeds up even on a busy machine; the optimizer's small decoder calls are
+# fastest on one thread.
+_AUTO_THREADS = {"sample": "cores", "evaluate": "cores", "optimize": 1}
+
+
+def _threads(args: argparse.Namespace) -> str | int | None:
+    """What to pass to default_num_threads: the user's --threads, or the command's auto."""
+    if args.threads != "auto":
+        return args.threads
+    if "OMP_NUM_THREADS" in os.environ:
+        return None
+    auto = _AUTO_THREADS.get(args.command)
+    if auto == "cores":
+        from .config import usable_cores
+        return usable_cores()
+    return auto
 
 
 class _Format(logging.Formatter):
@@ -228,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     from .draw import PictureError
     from .io import OutputError
     try:
-        default_num_threads(None if args.threads == "auto" else args.threads)
+        default_num_threads(_threads(args))
         code = int(args.func(args) or 0)
         announce_seed(args)
         return code

@@ -174,8 +174,8 @@ def add_properties_arg(p: argparse.ArgumentParser) -> None:
                         "train for the bundled model)")
 
 
-def property_columns(args: argparse.Namespace, smiles: list[str | None], model: Any = None
-                     ) -> tuple[list[str], list[dict[str, str]]]:
+def property_columns(args: argparse.Namespace, smiles: list[str | None], model: Any = None,
+                     progress: bool = False) -> tuple[list[str], list[dict[str, str]]]:
     """The ``--properties`` columns of each molecule: (column names, one dict per molecule)."""
     if not getattr(args, "properties", None):
         return [], [{} for _ in smiles]
@@ -183,7 +183,7 @@ def property_columns(args: argparse.Namespace, smiles: list[str | None], model: 
     try:
         names = parse_properties(args.properties)
         return property_table(smiles, names, model=model, train=args.train,
-                              progress=not args.quiet)
+                              progress=progress and not args.quiet and len(smiles) > 1000)
     except ColumnError as exc:
         raise UsageError(f"--properties: {exc}") from None
 

@@ -98,7 +98,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     if args.elbo:
         extra = elbo(model, inputs.texts, n_samples=args.elbo_samples, seed=seed)
         cols += ["neg_elbo", "recon", "kl"]
-    pcols, props = property_columns(args, [c["standardized"] or None for c in checks], model)
+    pcols, props = property_columns(args, [c["standardized"] or None for c in checks], model,
+                                   progress=True)
     cols += pcols
     rows = []
     for i, text in enumerate(inputs.texts):
@@ -132,7 +133,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     model = load_model(args)
     seed = seed_of(args)
     checks = _check_rows(args, model, inputs, seed)
-    pcols, props = property_columns(args, [c["reconstruction"] or None for c in checks], model)
+    pcols, props = property_columns(args, [c["reconstruction"] or None for c in checks], model,
+                                   progress=True)
     # `smiles` is the reconstruction, so .smi/.sdf outputs hold the decoded molecules
     cols = [*inputs.columns, "input", "smiles", *CHECK_COLUMNS, *pcols]
     writer = TableWriter(args.output, cols)

@@ -37,9 +37,6 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         objective = get_objective(args.objective)
     except ObjectiveError as exc:
         raise UsageError(f"objective: {exc}") from None
-    if args.threads == "auto":  # the search decodes small batches: one thread does them fastest
-        import torch
-        torch.set_num_threads(1)
     model = load_model(args)
     try:
         result = optimize(model, objective, method=args.method, budget=args.budget,

@@ -27,7 +27,7 @@ __all__ = ["molecule_grid", "interpolation_strip", "property_histograms", "laten
            "training_curves", "PictureError", "LATENT_METHODS"]
 
 LATENT_METHODS = ("tsne", "pca", "property")
-LABEL_POINTS = 30  # latent maps with at most this many points name every point
+LABEL_POINTS = 50  # latent maps with at most this many points name every point
 TSNE_PCA_ABOVE = 5000  # t-SNE of more points than this starts from 50 principal components
 _LEGEND_FONT, _MIN_FONT = 14.0, 9.0  # legend font sizes, pixels
 _LINE = 17  # pixels per legend line
@@ -218,7 +218,8 @@ def interpolation_strip(smiles: Sequence[str | None], path: str | Path,
                         size: tuple[int, int] = (220, 180),
                         properties: Mapping[str, Sequence[Any]] | None = None,
                         similarity: bool = True) -> int:
-    """One row from start to end, each decoded cell labelled with its position t in [0, 1].
+    """One row from start to end, each decoded cell labelled with its position t in [0, 1]
+    (the interior points 1/(n+1) ... n/(n+1) of the path when both inputs are drawn).
 
     With the input molecules ``start`` / ``end`` (SMILES), they are drawn as the first / last
     cells, labelled "start (input)" / "end (input)" with their SMILES, and each decoded cell
@@ -232,7 +233,10 @@ def interpolation_strip(smiles: Sequence[str | None], path: str | Path,
 
     n = len(smiles)
     cells: list[str | None] = list(smiles)
-    lines: list[list[str]] = [[f"t={i / max(n - 1, 1):.2f}"] for i in range(n)]
+    # between two drawn inputs the decoded cells are the interior points of the path
+    ts = ([(i + 1) / (n + 1) for i in range(n)] if start and end
+          else [i / max(n - 1, 1) for i in range(n)])
+    lines: list[list[str]] = [[f"t={t:.2f}"] for t in ts]
     limit = _chars(size[0])
     if similarity and (start or end) and n:
         sims = {name: tanimoto_to(ref, list(smiles)) for name, ref in (("start", start),

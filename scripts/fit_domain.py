@@ -20,27 +20,17 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
+from benchmark_moses import cpu_name  # scripts/ is on sys.path when run as a script
 
 from molvae import checkpoint, domain
 from molvae.data import file_sha256, read_molecules
 from molvae.metrics import MOSES_DIR, load_moses
 from molvae.pretrained import default_model_path
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def molecules(path: str | None, split: str) -> tuple[list[str], dict[str, str]]:

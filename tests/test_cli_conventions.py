@@ -87,3 +87,16 @@ def test_warnings_print_as_one_line(capsys):
     warnings.warn("something odd\nacross lines", UserWarning, stacklevel=1)
     err = capsys.readouterr().err
     assert err == "molvae: warning: something odd across lines\n"
+
+
+def test_auto_threads_per_command(monkeypatch):
+    from molvae.cli import _threads
+    from molvae.config import usable_cores
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    ns = argparse.Namespace
+    assert _threads(ns(threads="3", command="sample")) == "3"
+    assert _threads(ns(threads="auto", command="sample")) == usable_cores()
+    assert _threads(ns(threads="auto", command="optimize")) == 1
+    assert _threads(ns(threads="auto", command="train")) is None  # idle cores, auto_threads
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert _threads(ns(threads="auto", command="sample")) is None

@@ -120,9 +120,10 @@ def test_strip_draws_the_inputs_first_and_last(tmp_path):
     assert len(titles) == 6
     assert titles[0].startswith("start (input) | OCC |") and "SMILES OCC" in titles[0]
     assert titles[-1].startswith("end (input) | c1ccccc1 |")
-    assert titles[1].startswith("t=0.00 | Tc start 1.00  end 0.00 | QED 0.41")
-    assert titles[3].startswith("t=0.67 | Tc start -  end - | QED -") and "invalid" in titles[3]
-    assert titles[4].startswith("t=1.00 | Tc start 0.00  end 1.00 | QED 0.44")
+    # between the inputs, the decoded cells are the path's interior points 1/5 ... 4/5
+    assert titles[1].startswith("t=0.20 | Tc start 1.00  end 0.00 | QED 0.41")
+    assert titles[3].startswith("t=0.60 | Tc start -  end - | QED -") and "invalid" in titles[3]
+    assert titles[4].startswith("t=0.80 | Tc start 0.00  end 1.00 | QED 0.44")
 
 
 def test_strip_without_inputs_is_the_decoded_path(tmp_path):
@@ -210,9 +211,9 @@ def test_latent_map_names_few_points(tmp_path):
     svg = tmp_path / "indices.svg"
     latent_map(z, v, svg, method="pca")
     assert {str(i) for i in range(12)} <= set(_text(svg).split())
-    z, v = _latents(40)
+    z, v = _latents(draw.LABEL_POINTS + 1)
     svg = tmp_path / "many.svg"
-    latent_map(z, v, svg, method="pca", names=[f"name{i}" for i in range(40)])
+    latent_map(z, v, svg, method="pca", names=[f"name{i}" for i in range(len(z))])
     assert "name7" not in _text(svg)  # too many points to name
 
 
