@@ -100,3 +100,20 @@ def test_auto_threads_per_command(monkeypatch):
     assert _threads(ns(threads="auto", command="train")) is None  # idle cores, auto_threads
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert _threads(ns(threads="auto", command="sample")) is None
+
+
+def test_cli_sample_is_prefix_stable(capsys, trained_run):
+    run = str(trained_run[0])
+    _, five, _ = _run(capsys, "-q", "sample", "--model", run, "-n", 5, "--seed", 7)
+    _, twenty, _ = _run(capsys, "-q", "sample", "--model", run, "-n", 20, "--seed", 7,
+                        "--batch-size", 3)
+    assert twenty.splitlines()[:6] == five.splitlines()
+
+
+def test_versions_come_from_package_metadata():
+    from importlib import metadata
+
+    from molvae.checkpoint import versions
+    v = versions()
+    assert v["selfies"] == metadata.version("selfies")
+    assert v["rdkit"] == metadata.version("rdkit")
