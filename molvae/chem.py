@@ -27,6 +27,7 @@ __all__ = [
     "canonical_smiles",
     "selfies_to_smiles",
     "selfies_to_smiles_many",
+    "consistent_many",
     "split_selfies",
     "default_constraints",
     "constraints",
@@ -365,6 +366,35 @@ def selfies_to_smiles_many(items: Sequence[str | None]) -> list[str | None]:
         for smi in smiles:
             mol = Chem.MolFromSmiles(smi) if smi else None
             out.append(Chem.MolToSmiles(mol) if mol is not None and mol.GetNumAtoms() else None)
+    return out
+
+
+def consistent_many(selfies: Sequence[str | None], smiles: Sequence[str | None],
+                    settings: dict[str, Any] | None = None) -> list[bool]:
+    """Whether each SELFIES string is grammar-consistent: exactly the canonical SELFIES that
+    :func:`prepare` (with ``settings``, e.g. from :func:`prepare_settings`) makes from the
+    molecule it decodes to. ``smiles[i]`` is that decode, as :func:`selfies_to_smiles_many`
+    gives it (None: not a molecule, so not consistent).
+
+    An inconsistent string is one the SELFIES decoder repaired (symbols dropped or overridden)
+    or spelled in an order the tokenizer never writes: a valid molecule, but not the one the
+    string says. The check skips :func:`prepare`'s round trip: when the SELFIES strings match,
+    decoding gives ``smiles[i]`` back by construction, so it only asks that standardization
+    left the molecule as it was. Call it under the SELFIES constraints the strings were
+    decoded with (:func:`constraints`).
+    """
+    if len(selfies) != len(smiles):
+        raise ValueError(f"consistent_many: {len(selfies)} SELFIES strings for {len(smiles)} "
+                         "SMILES")
+    kw = dict(settings or {})
+    kw["round_trip"] = False
+    out: list[bool] = []
+    for sel, smi in zip(selfies, smiles):
+        if not sel or not smi:
+            out.append(False)
+            continue
+        p = prepare(smi, **kw)
+        out.append(p.ok and p.selfies == sel and p.smiles == smi)
     return out
 
 

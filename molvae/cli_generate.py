@@ -37,7 +37,7 @@ def _legend_properties(columns: list[str], rows: list[dict[str, str]]) -> dict[s
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .generate import iter_sample
+    from .generate import LowAcceptanceError, iter_sample
     from .io import TableWriter
     if not args.temperature >= 0:
         raise UsageError(f"--temperature must be a number >= 0, got {args.temperature}")
@@ -53,9 +53,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     n_valid = i = 0
     bar = tqdm(total=args.n, desc="sampling", unit="mol", file=sys.stderr,
                disable=args.quiet or args.output is None)
+    parts = iter_sample(model, args.n, temperature=0.0 if args.greedy else args.temperature,
+                        seed=seed, batch_size=args.batch_size, consistent=not args.raw,
+                        max_draws=args.max_draws)
     try:
-        for part in iter_sample(model, args.n, temperature=0.0 if args.greedy else
-                                args.temperature, seed=seed, batch_size=args.batch_size):
+        for part in parts:
             cols, props = property_columns(args, list(part), model)
             if writer is None:
                 writer = TableWriter(args.output, ["smiles", "index", "status", *cols])
@@ -69,11 +71,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
                 kept.extend(part)
                 kept_props.extend(props)
             bar.update(len(part))
+    except LowAcceptanceError as exc:
+        st = exc.stats
+        raise UsageError(f"only {st.accepted} grammar-consistent molecules of the {args.n} "
+                         f"asked for in {st.drawn} draws (acceptance {st.acceptance:.4f}); "
+                         "use --raw for raw samples or a larger --max-draws") from None
     finally:
+        parts.close()
         bar.close()
         if writer is not None:
             writer.close()
-    log.info("%d of %d samples valid", n_valid, args.n)
+    if args.raw:
+        log.info("%d of %d samples valid", n_valid, args.n)
+    else:
+        st = parts.stats
+        log.info("%d consistent of %d drawn (acceptance %.2f)", st.accepted, st.drawn,
+                 st.acceptance)
     if args.image:
         from .draw import molecule_grid
         cols, _ = property_columns(args, [])
@@ -171,7 +184,10 @@ def cmd_neighbours(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("sample", help="sample molecules from a model",
-                       description="Sample molecules from the model's sampling density. The "
+                       description="Sample molecules from the model's sampling density. By "
+                       "default only grammar-consistent ones (the sampled SELFIES is the "
+                       "canonical SELFIES of the molecule it decodes to), drawing more latent "
+                       "points until -n are found; the acceptance rate is logged. The "
                        "molecules of a seed do not depend on -n or --batch-size: the first k "
                        "of -n 1000 are those of -n k.")
     s.add_argument("-n", type=positive_int, default=100, help="number of molecules")
@@ -179,6 +195,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help=".csv, .smi or .sdf (default: CSV on stdout)")
     s.add_argument("--temperature", type=float, default=1.0, help="decoder temperature")
     s.add_argument("--greedy", action="store_true", help="argmax decoding (temperature 0)")
+    s.add_argument("--raw", action="store_true",
+                   help="keep every raw sample, inconsistent and invalid ones included")
+    s.add_argument("--max-draws", type=positive_int, default=None,
+                   help="give up when -n consistent molecules are not found in this many draws "
+                   "(default: 20 * n + 1000)")
     s.add_argument("--batch-size", type=positive_int, default=1000,
                    help="molecules decoded per call (memory; never changes the molecules)")
     s.add_argument("--image", default=None,

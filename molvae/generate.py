@@ -3,11 +3,14 @@
 Outputs are canonical RDKit SMILES; ``None`` marks an invalid or empty decode; lists keep the
 input order and length. Small decodes (one chunk) are plain synchronous code on the calling
 thread; large ones stream: chunks decode on parallel threads while post-processing (ids ->
-SELFIES -> SMILES -> RDKit) runs in worker processes.
+SELFIES -> SMILES -> RDKit) runs in worker processes. Sampling keeps only grammar-consistent
+molecules by default (the sampled SELFIES is the canonical SELFIES of its molecule); that check
+runs in the same post-processing step.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import secrets
@@ -27,7 +30,8 @@ from .data import pad_ids
 from .parallel import pool_context
 from .vocab import EOS, Vocab
 
-__all__ = ["MoleculeError", "sample", "iter_sample", "iter_sample_ids", "encode", "decode",
+__all__ = ["MoleculeError", "LowAcceptanceError", "SampleStats", "SampleIterator", "sample",
+           "iter_sample", "iter_sample_ids", "encode", "decode",
            "reconstruct", "reconstruction_rate", "active_units",
            "interpolate", "neighbours", "elbo", "prepare_inputs", "posterior", "sample_latent",
            "fresh_seed"]
@@ -43,13 +47,23 @@ class MoleculeError(ValueError):
 
 
 # -------------------------------------------------------------------------- post-processing
-def _smiles_of(vocab: Vocab, ids: np.ndarray) -> list[str | None]:
-    """Id rows (B, L) -> canonical SMILES, None where invalid."""
+def _decoded(vocab: Vocab, ids: np.ndarray, settings: dict[str, Any] | None = None
+             ) -> tuple[list[str | None], list[bool] | None]:
+    """Id rows (B, L) -> canonical SMILES (None where invalid) and, with ``settings`` (the
+    model's :func:`_check_settings`), each row's grammar-consistency flag
+    (:func:`molvae.chem.consistent_many`); None without."""
     with chem.constraints(vocab.constraints):
         # a row that never reached [eos] ran past max_len: not a molecule the model allows
         ended = (ids == EOS).any(1)
-        return chem.selfies_to_smiles_many([vocab.decode(row) if end else None
-                                            for row, end in zip(ids.tolist(), ended)])
+        selfies = [vocab.decode(row) if end else None for row, end in zip(ids.tolist(), ended)]
+        smiles = chem.selfies_to_smiles_many(selfies)
+        flags = None if settings is None else chem.consistent_many(selfies, smiles, settings)
+    return smiles, flags
+
+
+def _smiles_of(vocab: Vocab, ids: np.ndarray) -> list[str | None]:
+    """Id rows (B, L) -> canonical SMILES, None where invalid."""
+    return _decoded(vocab, ids)[0]
 
 
 def _ids_to_smiles(args: tuple[list[str], dict[str, int], np.ndarray]) -> list[str | None]:
@@ -58,11 +72,34 @@ def _ids_to_smiles(args: tuple[list[str], dict[str, int], np.ndarray]) -> list[s
     return _smiles_of(Vocab(tuple(symbols), constraints), ids)
 
 
-class _PostProcessor:
-    """Turns id batches into SMILES, in worker processes when that pays off."""
+def _ids_to_checked(args: tuple[list[str], dict[str, int], dict[str, Any], np.ndarray]
+                    ) -> tuple[list[str | None], list[bool] | None]:
+    """_decoded with consistency flags, for a worker process."""
+    symbols, constraints, settings, ids = args
+    return _decoded(Vocab(tuple(symbols), constraints), ids, settings)
 
-    def __init__(self, vocab: Vocab, workers: int | None, total: int):
-        self.payload = (list(vocab.symbols), dict(vocab.constraints))
+
+def _check_settings(model: Model) -> dict[str, Any]:
+    """The keyword arguments of :func:`molvae.chem.prepare` that the model's own tokenizer
+    uses (its standardization policy against its vocabulary, as in :func:`prepare_inputs`):
+    what the consistency check compares a sampled SELFIES string with."""
+    cfg = model.config
+    rules = chem.standardization_policy(cfg.largest_fragment, cfg.keep_stereo,
+                                        (model.domain or {}).get("policy"))
+    return chem.prepare_settings(rules, model.vocab.symbols)
+
+
+class _PostProcessor:
+    """Turns id batches into SMILES, in worker processes when that pays off; with
+    ``settings``, into (SMILES, consistency flags) pairs."""
+
+    def __init__(self, vocab: Vocab, workers: int | None, total: int,
+                 settings: dict[str, Any] | None = None):
+        self.payload: tuple[Any, ...] = (list(vocab.symbols), dict(vocab.constraints))
+        self.func: Any = _ids_to_smiles
+        if settings is not None:
+            self.payload += (settings,)
+            self.func = _ids_to_checked
         n = workers if workers is not None else max(1, (os.cpu_count() or 1) - 1)
         self.pool = (ProcessPoolExecutor(n, mp_context=pool_context())
                      if n >= 1 and total >= 4096 and workers != 0 else None)
@@ -71,13 +108,13 @@ class _PostProcessor:
             # forking a process while other threads run torch code is not safe
             self.pool.submit(int).result()
 
-    def submit(self, ids: np.ndarray) -> Future | list[str | None]:
+    def submit(self, ids: np.ndarray) -> Any:
         if self.pool is None:
-            return _ids_to_smiles((*self.payload, ids))
-        return self.pool.submit(_ids_to_smiles, (*self.payload, ids))
+            return self.func((*self.payload, ids))
+        return self.pool.submit(self.func, (*self.payload, ids))
 
     @staticmethod
-    def result(item: Future | list[str | None]) -> list[str | None]:
+    def result(item: Any) -> Any:
         return item.result() if isinstance(item, Future) else item
 
     def close(self) -> None:
@@ -154,11 +191,15 @@ def _decode_streams(model: Model) -> int:
 
 def _stream(model: Model, total: int, z: torch.Tensor | None, temperature: float,
             seed: int | None, batch_size: int, workers: int | None,
-            post_process: bool = True) -> Iterator[Any]:
+            post_process: bool = True, settings: dict[str, Any] | None = None,
+            offset: int = 0) -> Iterator[Any]:
     """Decode ``total`` latent points in chunks of ``batch_size`` and yield each chunk's result
-    in order: SMILES lists, or the raw id arrays with ``post_process=False``.
+    in order: SMILES lists, (SMILES, consistency flags) pairs with ``settings``
+    (:func:`_check_settings`), or the raw id arrays with ``post_process=False``.
 
-    The points are ``z`` (total, Z), or drawn from the sampling density when ``z`` is None.
+    The points are ``z`` (total, Z), or drawn from the sampling density when ``z`` is None;
+    they are molecules ``offset`` .. ``offset + total - 1`` of the seed's sequence (their
+    randoms are those of these indices).
     Chunks are decoded in parallel threads, each drawing its molecules' randoms from their
     blocks' generators (:func:`_randoms`), and handed to the post-processing workers as soon as
     they are done; a bounded number of chunks is in flight.
@@ -167,7 +208,7 @@ def _stream(model: Model, total: int, z: torch.Tensor | None, temperature: float
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     base_seed = _base_seed(seed)
     streams = _decode_streams(model)
-    post = _PostProcessor(model.vocab, workers, total) if post_process else None
+    post = _PostProcessor(model.vocab, workers, total, settings) if post_process else None
     threads = torch.get_num_threads()
     if streams > 1:
         torch.set_num_threads(1)  # the decoding threads started below inherit it
@@ -175,7 +216,8 @@ def _stream(model: Model, total: int, z: torch.Tensor | None, temperature: float
 
     def job(start: int, size: int) -> Any:
         with torch.no_grad():
-            drawn, noise = _randoms(model, base_seed, start, size, z is None, temperature)
+            drawn, noise = _randoms(model, base_seed, offset + start, size, z is None,
+                                    temperature)
             points = drawn if z is None else z[start: start + size]
             ids = _decode_ids(model, points, temperature, noise)
         # straight to the worker processes; in-process post-processing stays in the calling
@@ -228,11 +270,79 @@ def _decode_ids(model: Model, z: torch.Tensor, temperature: float,
     return ids.cpu().numpy()
 
 
-def iter_sample(model: Model, n: int, *, temperature: float = 1.0, seed: int | None = None,
-                batch_size: int = 1000, workers: int | None = None) -> Iterator[list[str | None]]:
-    """Yield batches of sampled SMILES (None for invalid) in order; memory stays flat.
+# ---------------------------------------------------------------------------------- sampling
+DRAWS_PER_MOLECULE, DRAWS_SLACK = 20, 1000  # the default max_draws: 20 * n + 1000
 
-    Molecule i depends only on (``seed``, i, ``temperature``, the model): the first k
+
+class LowAcceptanceError(ValueError):
+    """Grammar-consistent sampling gave up: too few consistent molecules in ``max_draws``
+    draws. ``.stats`` says how many were found in how many draws."""
+
+    def __init__(self, n: int, stats: SampleStats):
+        self.stats = stats
+        super().__init__(
+            f"only {stats.accepted} of the {n} grammar-consistent molecules asked for in the "
+            f"first {stats.drawn} draws (acceptance {stats.acceptance:.4f}): the model rarely "
+            "samples the canonical SELFIES of the molecule it decodes to; sample raw "
+            "molecules (consistent=False) or allow more draws (max_draws)")
+
+
+@dataclass
+class SampleStats:
+    """How a sampler came by its molecules, counted as it goes (final once it is exhausted).
+
+    ``drawn`` is the number of latent points of the seed's sequence looked at, up to and
+    including the last molecule kept, and ``accepted`` how many of them were kept: with
+    ``consistent`` the grammar-consistent ones, so ``acceptance`` is the consistency rate of
+    raw samples; raw sampling keeps every draw (acceptance 1.0) and checks nothing.
+    """
+
+    consistent: bool
+    drawn: int = 0
+    accepted: int = 0
+
+    @property
+    def acceptance(self) -> float:
+        """accepted / drawn; NaN before the first draw."""
+        return self.accepted / self.drawn if self.drawn else float("nan")
+
+
+class SampleIterator(Iterator[list]):
+    """What :func:`iter_sample` returns: its batches of SMILES in order, and ``stats`` (a
+    :class:`SampleStats`). ``close()`` stops it early and releases its threads and workers."""
+
+    def __init__(self, batches: Iterator[list], stats: SampleStats):
+        self._batches = batches
+        self.stats = stats
+
+    def __iter__(self) -> SampleIterator:
+        return self
+
+    def __next__(self) -> list:
+        return next(self._batches)
+
+    def close(self) -> None:
+        self._batches.close()  # type: ignore[attr-defined]
+
+
+def iter_sample(model: Model, n: int, *, temperature: float = 1.0, seed: int | None = None,
+                batch_size: int = 1000, workers: int | None = None, consistent: bool = True,
+                max_draws: int | None = None) -> SampleIterator:
+    """Batches of ``batch_size`` sampled SMILES in order (the last may be shorter), as an
+    iterator; memory stays flat. The returned iterator's ``stats`` (:class:`SampleStats`) counts the
+    draws and the acceptance rate.
+
+    With ``consistent`` (the default) only grammar-consistent molecules are kept: those whose
+    sampled SELFIES string is exactly the canonical SELFIES that the model's own tokenizer
+    makes from the decoded molecule (:func:`molvae.chem.consistent_many`; the others are
+    molecules SELFIES repaired into something the model did not spell). Latent points are
+    drawn until n are found: the result is the first n consistent molecules of the seed's raw
+    sequence, in order, so it keeps every seeding property below. If fewer than n are found
+    in the first ``max_draws`` draws (default ``20 * n + 1000``: an acceptance rate below about
+    5%), a :class:`LowAcceptanceError` (a ValueError) is raised. With ``consistent=False``
+    every raw sample is kept, invalid decodes as None.
+
+    Raw molecule i depends only on (``seed``, i, ``temperature``, the model): the first k
     molecules are the same for every n >= k, and do not depend on ``batch_size``, the number
     of threads or decoding streams, or ``workers``. (Each block of 64 molecules draws its
     latent points and token noise from its own generator, derived from the seed and the
@@ -244,31 +354,100 @@ def iter_sample(model: Model, n: int, *, temperature: float = 1.0, seed: int | N
     While the iterator is open, torch's own intra-op threads are set to one (the decoding
     threads take the cores instead); closing or finishing it restores them.
     """
-    yield from _sample_stream(model, n, temperature, seed, batch_size, workers, True)
+    stats = SampleStats(consistent)
+    return SampleIterator(_sample_stream(model, n, temperature, seed, batch_size, workers, True,
+                                         consistent, max_draws, stats), stats)
 
 
 def iter_sample_ids(model: Model, n: int, *, temperature: float = 1.0,
                     seed: int | None = None, batch_size: int = 1000) -> Iterator[np.ndarray]:
-    """The token ids that :func:`iter_sample` would turn into SMILES, batch by batch (PAD after
-    [eos]); the pure decoding work, without SELFIES or RDKit."""
+    """The token ids that raw :func:`iter_sample` (``consistent=False``) would turn into
+    SMILES, batch by batch (PAD after [eos]); the pure decoding work, without SELFIES or
+    RDKit."""
     yield from _sample_stream(model, n, temperature, seed, batch_size, None, False)
 
 
 def _sample_stream(model: Model, n: int, temperature: float, seed: int | None,
-                   batch_size: int, workers: int | None, post_process: bool) -> Iterator[Any]:
+                   batch_size: int, workers: int | None, post_process: bool,
+                   consistent: bool = False, max_draws: int | None = None,
+                   stats: SampleStats | None = None) -> Iterator[Any]:
     """iter_sample and iter_sample_ids: latent points drawn per block, then _stream."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if not temperature >= 0:  # also catches NaN
         raise ValueError(f"temperature must be a number >= 0, got {temperature}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if max_draws is not None and (isinstance(max_draws, bool) or not isinstance(
+            max_draws, numbers.Integral) or max_draws < 1):
+        raise ValueError(f"max_draws must be an integer >= 1, got {max_draws!r}")
     seed = _check_seed(seed)
-    yield from _stream(model, n, None, temperature, seed, batch_size, workers, post_process)
+    stats = SampleStats(consistent) if stats is None else stats
+    if consistent and post_process:
+        limit = DRAWS_PER_MOLECULE * n + DRAWS_SLACK if max_draws is None else int(max_draws)
+        yield from _consistent_stream(model, n, temperature, seed, batch_size, workers, limit,
+                                      stats)
+        return
+    for part in _stream(model, n, None, temperature, seed, batch_size, workers, post_process):
+        stats.drawn += len(part)
+        stats.accepted += len(part)
+        yield part
+
+
+def _consistent_stream(model: Model, n: int, temperature: float, seed: int | None,
+                       batch_size: int, workers: int | None, limit: int, stats: SampleStats
+                       ) -> Iterator[list[str]]:
+    """The first n grammar-consistent molecules of the seed's raw sequence, in batches.
+
+    The raw sequence is decoded in rounds (one _stream each, over the next indices), and a
+    round stops as soon as the n-th is found. The decoding threads work ahead of it, so a
+    round is sized to what is missing at the acceptance seen so far (a first guess of 1/2,
+    then 10% spare): everything a round decodes is usually needed, and a second round rarely
+    needs a third. Which molecules come out does not depend on the rounds: raw molecule i is
+    the same in any round and any chunk.
+    """
+    settings = _check_settings(model)
+    base = _base_seed(seed)  # one seed for every round, also when fresh
+    found: list[str] = []
+    while stats.accepted < n:
+        if stats.drawn >= limit:
+            raise LowAcceptanceError(n, stats)
+        # a first guess, then what was seen (not below the rate the default limit allows)
+        rate = max(stats.acceptance, 1 / DRAWS_PER_MOLECULE) if stats.drawn else 0.5
+        want = math.ceil((n - stats.accepted) / rate * 1.1)
+        size = min(limit - stats.drawn, max(BLOCK, -(-want // BLOCK) * BLOCK))
+        chunks = _stream(model, size, None, temperature, base, batch_size, workers, True,
+                         settings, offset=stats.drawn)
+        try:
+            for smiles, flags in chunks:
+                for smi, ok in zip(smiles, flags):
+                    stats.drawn += 1
+                    if ok:
+                        found.append(smi)
+                        stats.accepted += 1
+                        if stats.accepted == n:
+                            break
+                while len(found) >= batch_size:
+                    yield found[:batch_size]
+                    del found[:batch_size]
+                if stats.accepted == n:
+                    break
+        finally:
+            chunks.close()
+    if found:
+        yield found
 
 
 def sample(model: Model, n: int, temperature: float = 1.0, seed: int | None = None, *,
-           greedy: bool = False, batch_size: int = 1000, workers: int | None = None
-           ) -> list[str | None]:
+           greedy: bool = False, batch_size: int = 1000, workers: int | None = None,
+           consistent: bool = True, max_draws: int | None = None, return_stats: bool = False
+           ) -> list[str | None] | tuple[list[str | None], SampleStats]:
     """Sample n molecules; ``greedy=True`` decodes each z by argmax (temperature 0).
+
+    By default only grammar-consistent molecules (never None), drawing more latent points
+    until n are found; ``consistent=False`` gives the raw samples, None for an invalid decode.
+    ``max_draws`` bounds the draws (see :func:`iter_sample`); with ``return_stats`` the result
+    is ``(molecules, SampleStats)``, whose ``acceptance`` is the consistency rate.
 
     Molecule i depends only on (``seed``, i, temperature, the model), so ``sample(model, k,
     seed=s)`` is the first k of ``sample(model, n, seed=s)`` for any n >= k, whatever
@@ -277,28 +456,38 @@ def sample(model: Model, n: int, temperature: float = 1.0, seed: int | None = No
     entropy (:func:`fresh_seed` gives one to record); a seed must be an integer >= 0.
     """
     out: list[str | None] = []
-    for part in iter_sample(model, n, temperature=0.0 if greedy else temperature, seed=seed,
-                            batch_size=batch_size, workers=workers):
+    parts = iter_sample(model, n, temperature=0.0 if greedy else temperature, seed=seed,
+                        batch_size=batch_size, workers=workers, consistent=consistent,
+                        max_draws=max_draws)
+    for part in parts:
         out.extend(part)
-    return out
+    return (out, parts.stats) if return_stats else out
 
 
 def _decode_one_chunk(model: Model, z: torch.Tensor, temperature: float,
-                      seed: int | None) -> list[str | None]:
+                      seed: int | None, settings: dict[str, Any] | None = None
+                      ) -> tuple[list[str | None], list[bool] | None]:
     """What _stream gives for latent points that fit in one chunk, as plain synchronous code:
     one decoder call on the calling thread with the caller's torch thread settings, then
-    SELFIES/RDKit in this process. The same per-block noise, so the same molecules."""
+    SELFIES/RDKit in this process. The same per-block noise, so the same molecules; with
+    ``settings`` also their consistency flags (None without)."""
     model.net.eval()
     with torch.no_grad():
         _, noise = _randoms(model, _base_seed(seed), 0, len(z), False, temperature)
         ids = _decode_ids(model, z, temperature, noise)  # (N, <= max_len + 1)
-    return _smiles_of(model.vocab, ids)
+    return _decoded(model.vocab, ids, settings)
 
 
 def decode(model: Model, z: torch.Tensor | np.ndarray, temperature: float = 0.0,
-           seed: int | None = None, *, batch_size: int = 1000, workers: int | None = 0
-           ) -> list[str | None]:
+           seed: int | None = None, *, batch_size: int = 1000, workers: int | None = 0,
+           with_consistency: bool = False
+           ) -> list[str | None] | tuple[list[str | None], list[bool]]:
     """Decode latent points (N, Z) to SMILES; temperature 0 is greedy.
+
+    With ``with_consistency`` the result is ``(smiles, flags)``: ``flags[i]`` says whether
+    row i's decoded SELFIES string is grammar-consistent, the canonical SELFIES of its own
+    molecule (see :func:`iter_sample`; False for an invalid decode). One point gives one
+    answer either way: nothing is re-drawn.
 
     With temperature > 0, row i's token noise comes from block i // 64 of ``seed`` (fresh
     entropy when None; a seed must be an integer >= 0), so row i's molecule depends only on
@@ -323,14 +512,20 @@ def decode(model: Model, z: torch.Tensor | np.ndarray, temperature: float = 0.0,
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not temperature >= 0:  # also catches NaN
         raise ValueError(f"temperature must be a number >= 0, got {temperature}")
+    settings = _check_settings(model) if with_consistency else None
     if len(z) == 0:
-        return []
+        return ([], []) if with_consistency else []
     if len(z) <= batch_size:
         # a thread pool and a process-wide thread-count switch cost more than they save on a
         # single chunk (scripts/benchmark_decode.py), and would touch the caller's settings
-        return _decode_one_chunk(model, z, temperature, seed)
-    return [smi for part in _stream(model, len(z), z, temperature, seed, batch_size, workers)
-            for smi in part]
+        smiles, flags = _decode_one_chunk(model, z, temperature, seed, settings)
+        return (smiles, flags) if with_consistency else smiles  # type: ignore[return-value]
+    parts = list(_stream(model, len(z), z, temperature, seed, batch_size, workers,
+                         settings=settings))
+    if not with_consistency:
+        return [smi for part in parts for smi in part]
+    return ([smi for smiles, _ in parts for smi in smiles],
+            [ok for _, flags in parts for ok in flags])
 
 
 # --------------------------------------------------------------------------------- encoding

@@ -54,13 +54,13 @@ def _same_rows(a: torch.Tensor, b: torch.Tensor) -> bool:
 # ----------------------------------------------------------------------------------- sample
 @pytest.mark.parametrize("n", [0, 1, 7, 25])
 def test_sample_returns_exactly_n(model, n):
-    out = molvae.sample(model, n, seed=0, batch_size=3)
+    out = molvae.sample(model, n, seed=0, batch_size=3, consistent=False)
     assert isinstance(out, list) and len(out) == n
     assert all(s is None or isinstance(s, str) for s in out)
 
 
 def test_sample_outputs_are_canonical_smiles(model):
-    out = molvae.sample(model, 200, temperature=1.0, seed=1)
+    out = molvae.sample(model, 200, temperature=1.0, seed=1, consistent=False)
     valid = [s for s in out if s is not None]
     assert valid, "the tiny model should decode some valid molecules"
     for s in valid:
@@ -69,14 +69,14 @@ def test_sample_outputs_are_canonical_smiles(model):
 
 
 def test_sample_seeded(model):
-    a = molvae.sample(model, 30, seed=5)
-    assert molvae.sample(model, 30, seed=5) == a
-    assert molvae.sample(model, 30, seed=6) != a
+    a = molvae.sample(model, 30, seed=5, consistent=False)
+    assert molvae.sample(model, 30, seed=5, consistent=False) == a
+    assert molvae.sample(model, 30, seed=6, consistent=False) != a
 
 
 def test_sample_temperature_zero_is_greedy(model):
-    assert (molvae.sample(model, 12, temperature=0.0, seed=2)
-            == molvae.sample(model, 12, seed=2, greedy=True))
+    assert (molvae.sample(model, 12, temperature=0.0, seed=2, consistent=False)
+            == molvae.sample(model, 12, seed=2, greedy=True, consistent=False))
 
 
 def test_sample_rejects_bad_arguments(model):
@@ -99,10 +99,11 @@ def test_iter_sample_rejects_zero_batch_size(model):
 
 
 def test_iter_sample_concatenation_equals_sample(model):
-    parts = list(iter_sample(model, 23, temperature=1.0, seed=4, batch_size=5))
+    parts = list(iter_sample(model, 23, temperature=1.0, seed=4, batch_size=5, consistent=False))
     assert [len(p) for p in parts] == [5, 5, 5, 5, 3]
     flat = [s for p in parts for s in p]
-    assert flat == molvae.sample(model, 23, temperature=1.0, seed=4, batch_size=5)
+    assert flat == molvae.sample(model, 23, temperature=1.0, seed=4, batch_size=5,
+                                 consistent=False)
 
 
 def test_samples_do_not_depend_on_threads_and_threads_are_restored(model):
@@ -111,12 +112,12 @@ def test_samples_do_not_depend_on_threads_and_threads_are_restored(model):
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = molvae.sample(model, 40, seed=3, batch_size=6)
+        one = molvae.sample(model, 40, seed=3, batch_size=6, consistent=False)
         assert torch.get_num_threads() == 1
         torch.set_num_threads(2)
-        assert molvae.sample(model, 40, seed=3, batch_size=6) == one
+        assert molvae.sample(model, 40, seed=3, batch_size=6, consistent=False) == one
         assert torch.get_num_threads() == 2
-        parts = iter_sample(model, 40, seed=3, batch_size=6)
+        parts = iter_sample(model, 40, seed=3, batch_size=6, consistent=False)
         assert next(parts) == one[:6]
         parts.close()
         assert torch.get_num_threads() == 2
@@ -130,7 +131,7 @@ def test_iter_sample_ids_are_what_sample_decodes(model):
     assert [len(b) for b in batches] == [5, 5, 5, 2]
     payload = (list(model.vocab.symbols), dict(model.vocab.constraints))
     smiles = [s for b in batches for s in _ids_to_smiles((*payload, b))]
-    assert smiles == molvae.sample(model, 17, seed=2, batch_size=5)
+    assert smiles == molvae.sample(model, 17, seed=2, batch_size=5, consistent=False)
 
 
 def test_worker_post_processing_matches_in_process(short_model, monkeypatch):
@@ -143,10 +144,12 @@ def test_worker_post_processing_matches_in_process(short_model, monkeypatch):
             pools.append(args)
             super().__init__(*args, **kwargs)
 
-    inline = molvae.sample(short_model, 5000, seed=9, batch_size=1000, workers=0)
+    inline = molvae.sample(short_model, 5000, seed=9, batch_size=1000, workers=0,
+                           consistent=False)
     assert pools == []
     monkeypatch.setattr(gen_mod, "ProcessPoolExecutor", SpyPool)
-    parts = list(iter_sample(short_model, 5000, seed=9, batch_size=1000, workers=1))
+    parts = list(iter_sample(short_model, 5000, seed=9, batch_size=1000, workers=1,
+                             consistent=False))
     assert len(pools) == 1, "the worker path was not taken"
     assert [len(p) for p in parts] == [1000] * 5
     assert [s for p in parts for s in p] == inline

@@ -1,0 +1,149 @@
+"""Grammar-consistent sampling benchmark: the acceptance rate of raw samples, the cost of the
+consistency check against the post-processing it joins, and the effective sampling rate.
+
+On seed 0 it draws N raw samples and measures, on one process:
+
+* acceptance: the share of raw samples whose sampled SELFIES string is the canonical SELFIES
+  of the molecule it decodes to (what ``molvae.sample`` keeps by default);
+* check cost: milliseconds per 1,000 molecules of ``chem.consistent_many`` against the
+  existing post-processing (ids -> SELFIES -> SMILES with RDKit), and their ratio;
+* effective rate: accepted molecules/s of ``molvae.sample`` end to end (it draws the same N
+  latent points), next to raw ``consistent=False`` sampling of N.
+
+Prints a JSON object and a markdown table.
+
+    python scripts/benchmark_consistency.py                 # bundled model, N = 4000
+    python scripts/benchmark_consistency.py --n 1000 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+
+import molvae
+from molvae import chem
+from molvae.generate import _check_settings, iter_sample_ids
+from molvae.vocab import EOS
+
+
+def measure(model: molvae.Model, n: int, seed: int, batch_size: int) -> dict:
+    vocab = model.vocab
+    settings = _check_settings(model)
+    t = time.perf_counter()
+    batches = list(iter_sample_ids(model, n, seed=seed, batch_size=batch_size))
+    t_decode = time.perf_counter() - t
+    t_post = t_check = 0.0
+    flags: list[bool] = []
+    with chem.constraints(vocab.constraints):
+        for ids in batches:  # the work of generate._decoded, phase by phase
+            t = time.perf_counter()
+            ended = (ids == EOS).any(1)
+            selfies = [vocab.decode(row) if end else None
+                       for row, end in zip(ids.tolist(), ended)]
+            smiles = chem.selfies_to_smiles_many(selfies)
+            t_post += time.perf_counter() - t
+            t = time.perf_counter()
+            flags += chem.consistent_many(selfies, smiles, settings)
+            t_check += time.perf_counter() - t
+    accepted = int(sum(flags))
+    res = {"n_raw": n, "accepted": accepted, "acceptance": accepted / n,
+           "decode_ms_per_1000": 1000 * t_decode / n * 1000,
+           "post_processing_ms_per_1000": 1000 * t_post / n * 1000,
+           "check_ms_per_1000": 1000 * t_check / n * 1000,
+           "check_over_post_processing": t_check / t_post}
+
+    # end to end: raw sampling of n, and consistent sampling of the molecules found in those
+    # n draws (so it decodes the same latent points, and stops at the last accepted one)
+    t = time.perf_counter()
+    raw = molvae.sample(model, n, seed=seed, batch_size=batch_size, consistent=False)
+    t_raw = time.perf_counter() - t
+    t = time.perf_counter()
+    out, stats = molvae.sample(model, accepted, seed=seed, batch_size=batch_size,
+                               return_stats=True)
+    t_cons = time.perf_counter() - t
+    valid = sum(s is not None for s in raw)
+    res.update({"raw_mol_per_s": n / t_raw, "raw_valid_mol_per_s": valid / t_raw,
+                "consistent_drawn": stats.drawn,
+                "consistent_draws_per_s": stats.drawn / t_cons,
+                "effective_accepted_mol_per_s": len(out) / t_cons,
+                "consistent_time_over_raw": t_cons / t_raw})
+    if stats.drawn > n or len(out) != accepted:
+        raise SystemExit("consistent sampling disagrees with the raw draws' flags")
+    return res
+
+
+def quality(model: molvae.Model, n: int, seed: int) -> dict:
+    """FCD/Test, MOSES filters and novelty of n raw and n consistent samples (same seed),
+    against the full MOSES test and train sets."""
+    from molvae.metrics import fcd, fraction_passes_filters, load_moses, novelty
+    test, train = load_moses("test"), load_moses("train")
+    out = {}
+    for name, consistent in (("raw", False), ("consistent", True)):
+        smiles = molvae.sample(model, n, seed=seed, consistent=consistent)
+        out[name] = {"n": n, "FCD/Test": fcd(smiles, test),
+                     "Filters": fraction_passes_filters(smiles),
+                     "Novelty": novelty(smiles, train)}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="checkpoint (default: bundled)")
+    ap.add_argument("--n", type=int, default=4000, help="raw samples drawn (default: 4000)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=1000)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--json", default=None, help="also write the JSON here")
+    ap.add_argument("--quality", type=int, default=0, metavar="N",
+                    help="also FCD/Test, filters and novelty of N raw and N consistent samples "
+                         "(default: 0, skip)")
+    args = ap.parse_args()
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else (
+        "cpu" if args.device == "auto" else args.device)
+    model = molvae.load(args.model, device=device)
+    res: dict = {"hardware": {"cpu": platform.processor() or platform.machine(),
+                              "cores": os.cpu_count(), "device": device,
+                              "torch": torch.__version__, "threads": torch.get_num_threads(),
+                              "load_1min": os.getloadavg()[0]},
+                 "model": model.path, "seed": args.seed}
+    molvae.sample(model, 64, seed=1, consistent=False)  # warm-up
+    res.update(measure(model, args.n, args.seed, args.batch_size))
+    if args.quality:
+        res["quality"] = quality(model, args.quality, args.seed)
+    text = json.dumps(res, indent=2, default=lambda x: float(x) if np.isscalar(x) else str(x))
+    print(text)
+    if args.json:
+        with open(args.json, "w") as fh:
+            fh.write(text + "\n")
+    hw = res["hardware"]
+    print(f"\nhardware: {hw['cpu']}, {hw['cores']} cores, device {device}, load "
+          f"{hw['load_1min']:.1f}; {args.n:,} raw samples, seed {args.seed}\n")
+    print("| measurement | result |\n|---|---|")
+    print(f"| acceptance (grammar-consistent share of raw samples) | {res['acceptance']:.3f} "
+          f"({res['accepted']} of {args.n}) |")
+    print(f"| decoding (molvae's pipeline) | {res['decode_ms_per_1000']:.0f} ms / 1,000 |")
+    print(f"| post-processing (ids -> SELFIES -> SMILES), one process | "
+          f"{res['post_processing_ms_per_1000']:.0f} ms / 1,000 |")
+    print(f"| consistency check, one process | {res['check_ms_per_1000']:.0f} ms / 1,000 |")
+    print(f"| check / post-processing | {res['check_over_post_processing']:.2f} |")
+    print(f"| raw sampling end to end | {res['raw_mol_per_s']:.0f} molecules/s |")
+    print(f"| consistent sampling end to end: accepted molecules/s | "
+          f"{res['effective_accepted_mol_per_s']:.0f} ({res['consistent_draws_per_s']:.0f} "
+          f"draws/s) |")
+    if "quality" in res:
+        print("\n| samples (n each) | FCD/Test | Filters | Novelty |\n|---|---|---|---|")
+        for name, q in res["quality"].items():
+            print(f"| {name} ({q['n']:,}) | {q['FCD/Test']:.3f} | {q['Filters']:.3f} | "
+                  f"{q['Novelty']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
