@@ -40,9 +40,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         Path(args.output).write_text(json.dumps(res, indent=2) + "\n")
     if args.plot:
         from .draw import property_histograms
-        from .metrics import load_moses, molecule_properties
-        ref = refs["test"] or load_moses("test")
-        property_histograms(molecule_properties(samples), molecule_properties(ref), args.plot)
+        from .metrics import molecule_properties, reference_properties
+        ref = (molecule_properties(refs["test"]) if refs["test"]
+               else reference_properties("test", progress=not args.quiet))
+        property_histograms(molecule_properties(samples), ref, args.plot)
         log.info("wrote %s", args.plot)
     return 0
 

@@ -20,6 +20,14 @@ Third-party data (read at run time, shipped unchanged in ``molvae/data_files/``)
     molsets 0.3.1 (``moses/metrics/``), Copyright 2018 Insilico Medicine, Inc, MIT license.
     See molvae/data_files/README.md. No molsets code is copied.
 
+Shipped reference statistics (``molvae/reference/``, made by scripts/make_reference_stats.py from
+the MOSES splits; provenance.json records the RDKit version and the sha256 of each source file):
+``test.npz`` and ``test_scaffolds.npz`` hold what `evaluate` needs of each test set (ChemNet mean
+and covariance in float64, the distinct packed Morgan fingerprints, fragment and scaffold counts,
+the per-molecule properties), ``train_hashes.npy`` the sorted 64-bit BLAKE2b digests of the
+canonical MOSES training SMILES, for novelty. `evaluate` with its default references reads them
+instead of computing, so it needs neither the MOSES csv files nor a pass of ChemNet over them.
+
 Example:
     >>> from molvae.metrics import evaluate, format_table
     >>> m = evaluate(samples, test=test_smiles, train=train_smiles)  # doctest: +SKIP
@@ -30,6 +38,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
 import math
 import os
 import warnings
@@ -37,6 +46,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+import rdkit
 
 from . import parallel
 from ._features import (  # the internals the metrics below are built from
@@ -59,9 +69,11 @@ from ._features import (  # the internals the metrics below are built from
     _fcd_model,
     _fcd_stats,
     _featurize,
+    _hashed_novelty,
     _int_divs,
     _key,
     _load_npz,
+    _load_shipped,
     _reference_features,
     _snn,
     _wasserstein,
@@ -71,6 +83,7 @@ from .filters import filter_failures, passes_filters  # public here too, as befo
 __all__ = [
     "MOSES_DIR",
     "PROPERTY_NAMES",
+    "REFERENCE_DIR",
     "evaluate",
     "fcd",
     "filter_failures",
@@ -84,22 +97,30 @@ __all__ = [
     "novelty",
     "passes_filters",
     "property_distances",
+    "reference_properties",
     "reference_statistics",
     "scaffold_similarity",
+    "shipped_reference",
     "snn",
 ]
 
 MOSES_DIR = Path(__file__).resolve().parent.parent / "data" / "moses"
+REFERENCE_DIR = Path(__file__).resolve().parent / "reference"  # package data, see above
+# evaluate()'s metric-name suffix -> MOSES split; "train" is shipped as train_hashes.npy
+_SPLITS = {"Test": "test", "TestSF": "test_scaffolds"}
+_SHIPPED_KEYS = ("fcd_mu", "fcd_sigma", "fps", "frag_keys", "frag_counts", "scaf_keys",
+                 "scaf_counts", *PROPERTY_NAMES)
 
 
 # --------------------------------------------------------------------------- references
 
 
-def load_moses(split: str) -> list[str]:
+def load_moses(split: str, folder: str | os.PathLike | None = None) -> list[str]:
     """Reads a MOSES split shipped with the repository.
 
     Args:
         split: "train", "test" or "test_scaffolds".
+        folder: where the csv.gz files are; None -> ``data/moses`` of the repository checkout.
 
     Returns:
         The SMILES column of ``data/moses/{split}.csv.gz``.
@@ -107,7 +128,7 @@ def load_moses(split: str) -> list[str]:
     Raises:
         FileNotFoundError: the file is not there.
     """
-    path = MOSES_DIR / f"{split}.csv.gz"
+    path = (MOSES_DIR if folder is None else Path(folder)) / f"{split}.csv.gz"
     if not path.is_file():
         raise FileNotFoundError(
             f"MOSES {split} set not found at {path}; pass the reference SMILES explicitly "
@@ -118,6 +139,63 @@ def load_moses(split: str) -> list[str]:
         header = next(rows)
         column = header.index("SMILES") if "SMILES" in header else 0
         return [row[column] for row in rows if row]
+
+
+def _shipped_path(split: str) -> Path:
+    return REFERENCE_DIR / ("train_hashes.npy" if split == "train" else f"{split}.npz")
+
+
+def _shipped(split: str) -> Stats | None:
+    """The shipped statistics of a MOSES split, or None when the file is not there."""
+    path = _shipped_path(split)
+    if not path.is_file():
+        return None
+    provenance = REFERENCE_DIR / "provenance.json"
+    made_with = json.loads(provenance.read_text()).get("rdkit") if provenance.is_file() else None
+    if made_with is not None and made_with != rdkit.__version__:
+        warnings.warn(
+            f"the shipped MOSES reference statistics were made with RDKit {made_with}, this is "
+            f"RDKit {rdkit.__version__}: canonical SMILES, fingerprints and scaffolds can differ "
+            "slightly; pass test=/train= (or run scripts/make_reference_stats.py) for exact ones",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return _load_shipped(str(path), path.stat().st_mtime_ns)
+
+
+def shipped_reference(split: str) -> Stats:
+    """Reads the reference statistics of a MOSES split that ship in ``molvae/reference/``.
+
+    Args:
+        split: "test" or "test_scaffolds" (the arrays `reference_statistics` gives, without
+            ``smiles``; ``fps`` holds each distinct fingerprint once), or "train" (``hashes``:
+            sorted uint64 digests of the canonical training SMILES).
+
+    Returns:
+        Name -> array; shared between calls, do not modify.
+
+    Raises:
+        FileNotFoundError: the file is not installed.
+    """
+    if split not in (*_SPLITS.values(), "train"):
+        raise ValueError(f"unknown MOSES split {split!r}")
+    stats = _shipped(split)
+    if stats is None:
+        raise FileNotFoundError(
+            f"shipped MOSES {split} statistics not found at {_shipped_path(split)}; reinstall "
+            "molvae or make them with scripts/make_reference_stats.py"
+        )
+    return stats
+
+
+def _default_reference(split: str) -> list[str]:
+    """load_moses for evaluate's defaults, whose error also names the missing shipped file."""
+    try:
+        return load_moses(split)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(
+            f"{e} (the shipped statistics {_shipped_path(split)} are missing too)"
+        ) from None
 
 
 def reference_statistics(
@@ -486,13 +564,17 @@ def evaluate(
     ``SA``, ``QED``, ``weight`` (Wasserstein-1 distances to the test set) and ``Novelty``. Keys
     whose reference set is not given are left out.
 
-    Reference statistics (features and ChemNet mean/covariance) are cached on disk, keyed by the
-    sha256 of the sorted reference SMILES, so the 176k-molecule MOSES test sets are processed once.
+    With ``test=None`` the MOSES references come from the statistics shipped in
+    ``molvae/reference/`` (see the module docstring), so nothing is computed for them; a split
+    whose shipped file is missing is read from ``data/moses/`` and computed. Statistics of
+    explicitly given references (features and ChemNet mean/covariance) are cached on disk, keyed
+    by the sha256 of the sorted reference SMILES, so each set is processed once.
 
     Args:
         samples: generated SMILES (None allowed for failed decodes).
-        test: test SMILES. None -> the MOSES test set in ``data/moses/``, and then also the MOSES
-            scaffold test and train sets for those of ``test_scaffolds`` and ``train`` not given.
+        test: test SMILES. None -> the MOSES test set (shipped statistics), and then also the
+            MOSES scaffold test and train sets for those of ``test_scaffolds`` and ``train`` not
+            given.
         test_scaffolds: scaffold-split test SMILES, or None.
         train: training SMILES for Novelty, or None.
         n_jobs: worker processes; default ``os.cpu_count()``.
@@ -508,15 +590,25 @@ def evaluate(
 
     Raises:
         ValueError: no samples.
-        FileNotFoundError: test is None and the MOSES files are not in ``data/moses/``.
+        FileNotFoundError: test is None and a MOSES split is neither shipped nor in
+            ``data/moses/``.
     """
     samples = list(samples)
     if not samples:
         raise ValueError("evaluate() needs at least one sample")
+    shipped: dict[str, Stats] = {}
+    train_hashes = None
     if test is None:
-        test = load_moses("test")
-        test_scaffolds = load_moses("test_scaffolds") if test_scaffolds is None else test_scaffolds
-        train = load_moses("train") if train is None else train
+        given = {"Test": None, "TestSF": test_scaffolds}
+        for name, split in _SPLITS.items():
+            if given[name] is None and (stats := _shipped(split)) is not None:
+                shipped[name] = stats
+            elif given[name] is None:
+                given[name] = _default_reference(split)
+        test, test_scaffolds = given["Test"], given["TestSF"]
+        if train is None:
+            train_hashes = _shipped("train")
+            train = _default_reference("train") if train_hashes is None else None
     ks = [ks] if isinstance(ks, int) else list(ks)
     refs = {"Test": test, "TestSF": test_scaffolds}
     refs = {name: ref for name, ref in refs.items() if ref is not None}
@@ -531,15 +623,19 @@ def evaluate(
         metrics[f"unique@{k}"] = _unique_at(canonical, k)
     keys = {name: _key(ref, "reference") for name, ref in refs.items()}
     ref_stats = {
-        name: _reference_features(ref, keys[name], n_jobs, progress, cache_dir)
-        for name, ref in refs.items()
+        name: shipped[name]
+        if name in shipped
+        else _reference_features(refs[name], keys[name], n_jobs, progress, cache_dir)
+        for name in _SPLITS
+        if name in shipped or name in refs
     }
     train_set = None if train is None else _canonical_set(train, n_jobs, progress, cache_dir)
 
     model = _fcd_model(device, n_jobs, batch_size)
     pgen = _fcd_stats(model, canonical, progress, "ChemNet")
     for name, stats in ref_stats.items():
-        _add_reference_fcd(stats, keys[name], model, progress, cache_dir)
+        if name not in shipped:
+            _add_reference_fcd(stats, keys[name], model, progress, cache_dir)
         pref = {"mu": stats["fcd_mu"], "sigma": stats["fcd_sigma"]} if "fcd_mu" in stats else {}
         metrics[f"FCD/{name}"] = _fcd_distance(model, pref, pgen)
         metrics[f"SNN/{name}"] = _snn(gen, stats, device, progress, f"SNN/{name}")
@@ -552,6 +648,8 @@ def evaluate(
             metrics[name] = _wasserstein(gen[name], ref_stats["Test"][name])
     if train_set is not None:
         metrics["Novelty"] = _novelty(set(canonical), train_set)
+    elif train_hashes is not None:
+        metrics["Novelty"] = _hashed_novelty(set(canonical), train_hashes["hashes"])
     return {key: float(value) for key, value in metrics.items()}
 
 
@@ -577,6 +675,25 @@ def format_table(metrics: dict[str, float]) -> str:
     lines = [f"{'metric':<{w1}}  {'value':>{w2}}", f"{'-' * w1}  {'-' * w2}"]
     lines += [f"{k:<{w1}}  {v:>{w2}}" for k, v in rows]
     return "\n".join(lines)
+
+
+def reference_properties(
+    split: str = "test", *, n_jobs: int | None = None, progress: bool = False
+) -> dict[str, np.ndarray]:
+    """`molecule_properties` of a MOSES split: the shipped arrays, else computed from data/moses.
+
+    Args:
+        split: "test" or "test_scaffolds".
+        n_jobs: worker processes when computing; default all cores.
+        progress: progress bars on stderr when computing.
+
+    Returns:
+        ``{"logP": array, "SA": array, "QED": array, "weight": array}`` (float64, file order).
+    """
+    stats = _shipped(split) if split in _SPLITS.values() else None
+    if stats is None:
+        return molecule_properties(_default_reference(split), n_jobs=n_jobs, progress=progress)
+    return {name: np.asarray(stats[name], dtype=float) for name in PROPERTY_NAMES}
 
 
 def molecule_properties(

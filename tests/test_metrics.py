@@ -387,6 +387,7 @@ def test_process_pool_gives_the_same_numbers(monkeypatch):
 
 def test_missing_moses_data_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(M, "MOSES_DIR", tmp_path)
+    monkeypatch.setattr(M, "REFERENCE_DIR", tmp_path)  # no shipped statistics either
     with pytest.raises(FileNotFoundError, match=r"MOSES test set not found"):
         M.evaluate(["CCO"])
 
