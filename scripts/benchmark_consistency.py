@@ -21,14 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 
 import numpy as np
-import torch
+from benchmark_moses import hardware  # scripts/ is on sys.path when run as a script
 
 import molvae
 from molvae import chem
+from molvae.config import resolve_device
 from molvae.generate import _check_settings, iter_sample_ids
 from molvae.vocab import EOS
 
@@ -103,13 +103,9 @@ def main() -> None:
                     help="also FCD/Test, filters and novelty of N raw and N consistent samples "
                          "(default: 0, skip)")
     args = ap.parse_args()
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else (
-        "cpu" if args.device == "auto" else args.device)
+    device = str(resolve_device(args.device))
     model = molvae.load(args.model, device=device)
-    res: dict = {"hardware": {"cpu": platform.processor() or platform.machine(),
-                              "cores": os.cpu_count(), "device": device,
-                              "torch": torch.__version__, "threads": torch.get_num_threads(),
-                              "load_1min": os.getloadavg()[0]},
+    res: dict = {"hardware": {**hardware(device), "load_1min": os.getloadavg()[0]},
                  "model": model.path, "seed": args.seed}
     molvae.sample(model, 64, seed=1, consistent=False)  # warm-up
     res.update(measure(model, args.n, args.seed, args.batch_size))
