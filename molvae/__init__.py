@@ -6,6 +6,7 @@ import sys as _sys
 import types as _types
 from typing import Any
 
+from . import domain  # molvae.domain.assess: the model view of input molecules
 from ._version import __version__
 from .checkpoint import CheckpointError, Model
 from .config import ConfigError, ModelConfig, TrainConfig
@@ -81,6 +82,7 @@ def evaluate(samples, test=None, test_scaffolds=None, train=None, **kwargs) -> d
 __all__ = [
     "__version__",
     "load",
+    "domain",
     "train",
     "sample",
     "encode",
