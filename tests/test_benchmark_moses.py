@@ -45,7 +45,8 @@ def test_measure_on_a_tiny_model(bench, trained_run, monkeypatch, tmp_path):
     monkeypatch.setattr(bench, "load_moses", lambda split: sets[split])
     model = molvae.load(trained_run[0])
     png = tmp_path / "props.png"
-    res = bench.measure(model, n=40, seed=0, recon_n=10, au_n=15, progress=False, picture=png)
+    res = bench.measure(model, n=40, seed=0, recon_n=10, au_n=15, progress=False, picture=png,
+                        shipped=False)
     m = res["metrics"]
     for key in bench.COLUMNS:
         if key != "unique@10000":  # fewer than 10,000 samples: MOSES warns and uses all
@@ -56,7 +57,8 @@ def test_measure_on_a_tiny_model(bench, trained_run, monkeypatch, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert res["model"]["latent_dim"] == model.config.latent_dim
     # the same seed gives the same numbers
-    again = bench.measure(model, n=40, seed=0, recon_n=10, au_n=15, progress=False)
+    again = bench.measure(model, n=40, seed=0, recon_n=10, au_n=15, progress=False,
+                          shipped=False)
     assert again["metrics"]["FCD/Test"] == m["FCD/Test"] or math.isnan(m["FCD/Test"])
     assert again["reconstruction"] == res["reconstruction"]
 
