@@ -14,8 +14,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 __all__ = ["ColumnError", "EXTRA_COLUMNS", "parse_properties", "property_table",
-           "training_smiles"]
+           "training_hashes"]
 
 EXTRA_COLUMNS = ("filters", "novel")
 
@@ -51,30 +53,30 @@ def _cell(value: float) -> str:
 
 
 @lru_cache(maxsize=2)
-def _smiles_set(path: str) -> frozenset[str]:
+def _hashes_of_file(path: str) -> np.ndarray:
+    from ._features import _smiles_hashes
     from .data import read_molecules
-    return frozenset(t for t in read_molecules(path).texts if t)
+    return np.unique(_smiles_hashes(t for t in read_molecules(path).texts if t))
 
 
-def training_smiles(model: Any = None, train: str | Path | None = None) -> frozenset[str]:
-    """The SMILES a ``novel`` cell is checked against: ``train`` if given, else the bundled
-    model's MOSES training set (recognised by the data fingerprint in the checkpoint).
-
-    Training SMILES are compared as written (MOSES stores RDKit canonical SMILES; on 5,000
-    random training molecules the installed RDKit rewrites one), so reading them costs
-    seconds, not the minutes of canonicalizing 1.6M molecules.
-    """
+def training_hashes(model: Any = None, train: str | Path | None = None) -> np.ndarray:
+    """Sorted 64-bit hashes (``molvae._features._smiles_hashes``) of the SMILES a ``novel``
+    cell is checked against: ``train`` if given (as written in the file), else the bundled
+    model's MOSES training set, recognised by the data fingerprint in the checkpoint and read
+    from the canonical hashes shipped in ``molvae/reference`` (no data/moses needed)."""
     if train is not None:
-        return _smiles_set(str(train))
-    from .data import file_sha256
-    from .metrics import MOSES_DIR
-    moses = MOSES_DIR / "train.csv.gz"
+        return _hashes_of_file(str(train))
+    import json
+
+    from .metrics import REFERENCE_DIR, shipped_reference
     sha = ((getattr(model, "meta", None) or {}).get("data") or {}).get("train_sha256")
-    if sha and moses.is_file() and file_sha256(moses) == sha:
-        return _smiles_set(str(moses))
+    prov = REFERENCE_DIR / "provenance.json"
+    shipped = json.loads(prov.read_text())["files"]["train_hashes.npy"]["sha256"] \
+        if prov.is_file() else None
+    if sha and sha == shipped:
+        return shipped_reference("train")["hashes"]
     raise ColumnError("`novel` needs the model's training molecules: give --train FILE "
-                      "(the checkpoint's training data is not the MOSES train set shipped "
-                      "in data/moses)")
+                      "(the checkpoint's training data is not the MOSES train set)")
 
 
 def property_table(smiles: Sequence[str | None], names: Sequence[str], *, model: Any = None,
@@ -106,9 +108,16 @@ def property_table(smiles: Sequence[str | None], names: Sequence[str], *, model:
             rows[i]["filters"] = "fail" if why else "pass"
             rows[i]["filters_reason"] = "; ".join(why)
     if "novel" in names:
-        known = training_smiles(model, train)
-        for row, s in zip(rows, items):
-            row["novel"] = "" if not s else ("no" if s in known else "yes")
+        from ._features import _smiles_hashes
+        known = training_hashes(model, train)
+        present = [i for i, s in enumerate(items) if s]
+        query = _smiles_hashes(items[i] for i in present)
+        at = np.minimum(np.searchsorted(known, query), max(len(known) - 1, 0))
+        seen = known[at] == query if len(known) else np.zeros(len(query), bool)
+        for row in rows:
+            row["novel"] = ""
+        for i, hit in zip(present, seen):
+            rows[i]["novel"] = "no" if hit else "yes"
     for n in names:
         columns += ["filters", "filters_reason"] if n == "filters" else [n]
     return columns, rows

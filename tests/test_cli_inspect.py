@@ -155,3 +155,14 @@ def test_property_table_and_names():
         parse_properties("qed,qed")
     with pytest.raises(ColumnError, match="--train"):
         property_table(["CCO"], ["novel"], model=None)
+
+
+def test_novel_against_the_shipped_train_hashes():
+    import molvae
+    from molvae.metrics import load_moses
+    known = load_moses("train")[0]
+    from rdkit import Chem as _Chem
+    canonical = _Chem.MolToSmiles(_Chem.MolFromSmiles(known))
+    cols, rows = property_table([canonical, "CC(=O)Nc1ccc(O)cc1", None], ["novel"],
+                                model=molvae.load())
+    assert [r["novel"] for r in rows] == ["no", "yes", ""]
