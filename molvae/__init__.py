@@ -6,7 +6,10 @@ import sys as _sys
 import types as _types
 from typing import Any
 
-from . import domain  # molvae.domain.assess: the model view of input molecules
+from . import (
+    domain,  # molvae.domain.assess: the model view of input molecules
+    prior,  # molvae.prior.fit: a sampling density fitted to molecules
+)
 from ._version import __version__
 from .checkpoint import CheckpointError, Model
 from .config import ConfigError, ModelConfig, TrainConfig
@@ -73,6 +76,13 @@ def load(path: str | None = None, device: str = "cpu") -> Model:
     return checkpoint.load(path, device=device)
 
 
+def save(model: Model, path: str, extra: dict | None = None) -> None:
+    """Save a model (network, vocabulary, config, sampling density, domain) as one
+    self-describing safetensors checkpoint; ``extra`` adds metadata."""
+    from . import checkpoint
+    checkpoint.save(model, path, extra)
+
+
 def evaluate(samples, test=None, test_scaffolds=None, train=None, **kwargs) -> dict:
     """MOSES metrics of generated SMILES against reference sets (defaults: MOSES splits)."""
     from .metrics import evaluate as _evaluate
@@ -82,7 +92,9 @@ def evaluate(samples, test=None, test_scaffolds=None, train=None, **kwargs) -> d
 __all__ = [
     "__version__",
     "load",
+    "save",
     "domain",
+    "prior",
     "train",
     "sample",
     "encode",

@@ -156,9 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(t, TrainConfig, "training")
     t.set_defaults(func=cmd_train)
 
-    from . import cli_eval, cli_generate, cli_inspect, cli_optimize, cli_score
+    from . import cli_eval, cli_generate, cli_inspect, cli_optimize, cli_prior, cli_score
     cli_generate.add_commands(sub)
     cli_inspect.add_commands(sub)
+    cli_prior.add_commands(sub)
     cli_eval.add_commands(sub)
     cli_score.add_commands(sub)
     cli_optimize.add_commands(sub)

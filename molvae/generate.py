@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import chem
+from . import chem, density
 from .checkpoint import Model
 from .data import pad_ids
 from .parallel import pool_context
@@ -248,18 +248,9 @@ def _stream(model: Model, total: int, z: torch.Tensor | None, temperature: float
 
 # ---------------------------------------------------------------------------------- latents
 def sample_latent(model: Model, n: int, generator: torch.Generator) -> torch.Tensor:
-    """Draw n latent points from the model's sampling density (N(0, I) or a fitted mixture)."""
-    z_dim = model.config.latent_dim
-    dev = model.device
-    prior = model.prior.get("kind", "normal")
-    eps = torch.randn((n, z_dim), generator=generator, device=dev)
-    if prior == "normal":
-        return eps
-    if prior == "gmm":
-        t = model.prior_tensors
-        comp = torch.multinomial(t["weights"].float(), n, replacement=True, generator=generator)
-        return t["means"][comp].float() + eps * t["log_std"][comp].float().exp()
-    raise ValueError(f"unknown sampling density {prior!r} in the checkpoint")
+    """Draw n latent points from the model's sampling density (:mod:`molvae.density`)."""
+    return density.sample(model.prior, model.prior_tensors, n, model.config.latent_dim,
+                          generator, model.device)
 
 
 def _decode_ids(model: Model, z: torch.Tensor, temperature: float,
@@ -684,14 +675,17 @@ def _slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def interpolate(model: Model, start: Any, end: Any, steps: int = 10, method: str = "slerp",
-                temperature: float = 0.0, seed: int | None = None, *, ends: str = "inputs"
-                ) -> list[str | None]:
+                temperature: float = 0.0, seed: int | None = None, *, ends: str = "inputs",
+                with_consistency: bool = False
+                ) -> list[str | None] | tuple[list[str | None], list[bool | None]]:
     """``steps`` molecules along the latent path from start's posterior mean to end's.
 
     With ``ends="inputs"`` (the default) the first and last items are the inputs themselves
     (standardized canonical SMILES) and the ``steps - 2`` between are decoded; with
     ``ends="decoded"`` every item is decoded, so the ends are the model's reconstructions of
-    the inputs (which differ from them where the model does not reproduce an input).
+    the inputs (which differ from them where the model does not reproduce an input). With
+    ``with_consistency`` the result is ``(smiles, flags)``, each decode's grammar-consistency
+    flag (as :func:`decode` gives it; None for an input end, which is not a decode).
     """
     if steps < 2:
         raise ValueError(f"steps must be >= 2, got {steps}")
@@ -705,19 +699,24 @@ def interpolate(model: Model, start: Any, end: Any, steps: int = 10, method: str
     mu, _ = posterior(model, prep.ids)  # type: ignore[arg-type]
     t = torch.linspace(0, 1, steps)
     path = (mu[0] + (mu[1] - mu[0]) * t[:, None]) if method == "linear" else _slerp(mu[0], mu[1], t)
-    out = decode(model, path, temperature=temperature, seed=seed)
+    out, flags = decode(model, path, temperature=temperature, seed=seed, with_consistency=True)
+    marks: list[bool | None] = list(flags)
     if ends == "inputs":
         out[0], out[-1] = prep.smiles[0], prep.smiles[1]
-    return out
+        marks[0] = marks[-1] = None
+    return (out, marks) if with_consistency else out
 
 
 def neighbours(model: Model, smiles: Any, n: int = 10, scale: float = 0.5,
-               seed: int | None = None, temperature: float = 0.0
-               ) -> list[tuple[str, float]]:
+               seed: int | None = None, temperature: float = 0.0, *,
+               with_consistency: bool = False
+               ) -> list[tuple[str, float]] | list[tuple[str, float, bool]]:
     """Molecules decoded near a given one, with their Tanimoto similarity to it.
 
     Points are drawn around the posterior mean with standard deviation ``scale``; invalid and
-    duplicate decodes and the molecule itself are dropped; best similarity first.
+    duplicate decodes and the molecule itself are dropped; best similarity first. With
+    ``with_consistency`` each item is ``(smiles, similarity, consistent)``: whether a
+    grammar-consistent decode gave the molecule (see :func:`decode`).
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -725,17 +724,24 @@ def neighbours(model: Model, smiles: Any, n: int = 10, scale: float = 0.5,
     gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
     ref = prepare_inputs(model, [smiles]).smiles[0]  # the model's own standardization
     found: dict[str, float] = {}
+    consistent: dict[str, bool] = {}
     for _ in range(20):  # a bounded number of rounds; returns fewer if the region is sparse
         pts = z + scale * torch.randn((4 * n, z.shape[0]), generator=gen)
-        cands = [s for s in decode(model, pts, temperature=temperature,
-                                   seed=None if seed is None else seed + len(found))
-                 if s and s != ref and s not in found]
-        cands = list(dict.fromkeys(cands))
+        decoded, flags = decode(model, pts, temperature=temperature,
+                                seed=None if seed is None else seed + len(found),
+                                with_consistency=True)
+        for s, ok in zip(decoded, flags):
+            if s:
+                consistent[s] = consistent.get(s, False) or ok
+        cands = list(dict.fromkeys(s for s in decoded if s and s != ref and s not in found))
         for s, sim in zip(cands, chem.tanimoto_to(ref, cands)):
             found[s] = sim
         if len(found) >= n:
             break
-    return sorted(found.items(), key=lambda kv: -kv[1])[:n]
+    best = sorted(found.items(), key=lambda kv: -kv[1])[:n]
+    if with_consistency:
+        return [(s, sim, consistent[s]) for s, sim in best]
+    return best
 
 
 def elbo(model: Model, smiles: Sequence[Any], n_samples: int = 8, seed: int | None = 0,

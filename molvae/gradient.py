@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import density
 from .model import EOS
-from .prior import gmm_log_prob
 from .search import Batch, Search
 
 __all__ = ["gradient_ascent", "LatentHead", "sequence_features", "init_weights"]
@@ -214,12 +214,10 @@ class _SequencePredictor(_LatentPredictor):
 
 # ---------------------------------------------------------------------------------- ascent
 def _prior_nll(search: Search, z: torch.Tensor) -> torch.Tensor:
-    """-log density of z under the model's sampling density, up to a constant: (B,)."""
+    """-log density of z under the model's sampling density: (B,), differentiable in z."""
     model = search.model
-    if model.prior.get("kind") == "gmm":
-        t = {k: v.to(z.device, z.dtype) for k, v in model.prior_tensors.items()}
-        return -torch.logsumexp(gmm_log_prob(z, t["weights"], t["means"], t["log_std"]), 1)
-    return 0.5 * z.pow(2).sum(1)
+    t = {k: v.to(z.device) for k, v in model.prior_tensors.items()}
+    return -density.log_prob(model.prior, t, z)
 
 
 def _project(z: torch.Tensor, z0: torch.Tensor, radius: float) -> torch.Tensor:

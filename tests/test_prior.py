@@ -118,8 +118,8 @@ def test_normal_prior_is_standard_normal(gmm_model):
 
 
 def test_unknown_prior_kind_is_an_error(gmm_model):
-    odd = Model(gmm_model.net, gmm_model.vocab, gmm_model.config, prior={"kind": "flow"})
-    with pytest.raises(ValueError, match="flow"):
+    odd = Model(gmm_model.net, gmm_model.vocab, gmm_model.config, prior={"kind": "vine"})
+    with pytest.raises(ValueError, match="vine"):
         sample_latent(odd, 3, torch.Generator().manual_seed(0))
 
 
