@@ -107,7 +107,7 @@ def _domain_warnings(found: list, names: list[str]) -> None:
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from .domain import assess
     from .generate import MoleculeError, interpolate
-    from .io import TableWriter
+    from .io import TableWriter, flag_text
     from .properties import similarity
     image_check(args.image)
     output_check(args.output)
@@ -116,8 +116,9 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     model = load_model(args)
     seed = seed_of(args)
     try:
-        path = interpolate(model, args.start, args.end, steps=args.steps, method=args.method,
-                           temperature=args.temperature, seed=seed)
+        path, flags = interpolate(model, args.start, args.end, steps=args.steps,
+                                  method=args.method, temperature=args.temperature, seed=seed,
+                                  with_consistency=True)
     except MoleculeError as exc:
         raise UsageError(str(exc).replace("\n", " ")) from None
     _domain_warnings(assess(model, [args.start, args.end], seed=seed), ["start", "end"])
@@ -125,7 +126,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     sim_start = similarity(path[0])(path)
     sim_end = similarity(path[-1])(path)
     cols, props = property_columns(args, path, model)
-    writer = TableWriter(args.output, ["smiles", "step", "t", "kind", "status",
+    writer = TableWriter(args.output, ["smiles", "step", "t", "kind", "status", "consistent",
                                        "similarity_to_start", "similarity_to_end", *cols])
     kinds = ["input"] + ["decoded"] * (n - 2) + ["input"]
 
@@ -133,7 +134,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         return "" if v != v else f"{v:.3f}"
 
     writer.write_rows({"smiles": s, "step": i, "t": f"{i / (n - 1):.3f}", "kind": kinds[i],
-                       "status": "ok" if s else "invalid",
+                       "status": "ok" if s else "invalid", "consistent": flag_text(flags[i]),
                        "similarity_to_start": fmt(sim_start[i]),
                        "similarity_to_end": fmt(sim_end[i]), **props[i]}
                       for i, s in enumerate(path))
@@ -148,7 +149,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 def cmd_neighbours(args: argparse.Namespace) -> int:
     from .domain import assess
     from .generate import MoleculeError, neighbours
-    from .io import TableWriter
+    from .io import TableWriter, flag_text
     image_check(args.image)
     output_check(args.output)
     if not args.scale > 0:
@@ -157,18 +158,20 @@ def cmd_neighbours(args: argparse.Namespace) -> int:
     seed = seed_of(args)
     try:
         found = neighbours(model, args.smiles, n=args.n, scale=args.scale, seed=seed,
-                           temperature=args.temperature)
+                           temperature=args.temperature, with_consistency=True)
     except MoleculeError as exc:
         raise UsageError(str(exc).replace("\n", " ")) from None
     check = assess(model, [args.smiles], seed=seed)[0]
     _domain_warnings([check], ["input"])
-    smiles = [check.smiles, *(s for s, _ in found)]
-    sims = [1.0, *(v for _, v in found)]
+    smiles = [check.smiles, *(s for s, _, _ in found)]
+    sims = [1.0, *(v for _, v, _ in found)]
+    flags = [None, *(ok for _, _, ok in found)]
     cols, props = property_columns(args, smiles, model)
-    writer = TableWriter(args.output, ["smiles", "rank", "kind", "similarity", *cols])
+    writer = TableWriter(args.output, ["smiles", "rank", "kind", "similarity", "consistent",
+                                       *cols])
     writer.write_rows({"smiles": s, "rank": r, "kind": "input" if r == 0 else "neighbour",
-                       "similarity": f"{v:.3f}", **p}
-                      for r, (s, v, p) in enumerate(zip(smiles, sims, props)))
+                       "similarity": f"{v:.3f}", "consistent": flag_text(ok), **p}
+                      for r, (s, v, ok, p) in enumerate(zip(smiles, sims, flags, props)))
     writer.close()
     if len(found) < args.n:
         log.warning("found %d distinct neighbours of the %d asked for; try a larger --scale",

@@ -26,7 +26,7 @@ def _checks(args: argparse.Namespace) -> None:
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
-    from .io import TableWriter
+    from .io import TableWriter, flag_text
     from .optimize import METHODS, optimize
     from .properties import ObjectiveError, get_objective, score
 
@@ -43,15 +43,17 @@ def cmd_optimize(args: argparse.Namespace) -> int:
                           seed=seed_of(args), start=args.start, similarity_to=args.similarity_to,
                           min_similarity=args.min_similarity,
                           max_heavy_atoms=args.max_heavy_atoms,
-                          progress=not args.quiet)
+                          progress=not args.quiet, inconsistent=args.inconsistent)
     except ValueError as exc:
         raise UsageError(str(exc).replace("\n", " ")) from None
     top = result.top(args.top)
     extra = ["similarity"] if args.similarity_to else []
     sims = (score([s for s, _ in top], f"similarity:{args.similarity_to}") if extra else [])
-    calls = {c.smiles: c.index for c in result.history}
-    writer = TableWriter(args.output, ["smiles", "rank", objective.name, *extra, "call"])
-    writer.write_rows({"smiles": s, "rank": r, objective.name: f"{v:.6g}", "call": calls[s],
+    calls = {c.smiles: c for c in result.history}
+    writer = TableWriter(args.output, ["smiles", "rank", objective.name, *extra, "call",
+                                       "consistent"])
+    writer.write_rows({"smiles": s, "rank": r, objective.name: f"{v:.6g}",
+                       "call": calls[s].index, "consistent": flag_text(calls[s].consistent),
                        **({"similarity": f"{sims[r - 1]:.3f}"} if extra else {})}
                       for r, (s, v) in enumerate(top, 1))
     writer.close()
@@ -98,6 +100,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "(default: none)")
     o.add_argument("--max-heavy-atoms", type=int, default=None, metavar="N",
                    help="constraint: at most N heavy atoms (default: no cap)")
+    o.add_argument("--inconsistent", default="keep", choices=["keep", "invalid", "redecode"],
+                   help="a decode whose SELFIES string is not grammar-consistent: score it, "
+                        "treat it as invalid (no oracle call), or sample the point again for a "
+                        "consistent one (the README measures the three)")
     o.add_argument("--top", type=int, default=10, help="molecules to write")
     o.add_argument("-o", "--output", default=None,
                    help="the top molecules: .csv, .smi or .sdf (default: CSV on stdout)")

@@ -139,3 +139,9 @@ def write_status_table(npy_path: str | Path, rows: Sequence[dict[str, Any]],
     finally:
         writer.close()
     return path
+
+
+def flag_text(flag: bool | None) -> str:
+    """A yes/no flag in a table cell (e.g. grammar consistency); empty for None (not
+    applicable, such as an input molecule that was not decoded)."""
+    return "" if flag is None else ("yes" if flag else "no")

@@ -94,7 +94,7 @@ def optimize(model: Model, objective: Any, method: str = DEFAULT_METHOD, budget:
              similarity_to: str | None = None, min_similarity: float | None = None,
              max_heavy_atoms: int | None = None, max_start: int | None = None,
              progress: bool = False, callback: Callable[[Search], None] | None = None,
-             **options: Any) -> OptimizeResult:
+             inconsistent: str = "keep", **options: Any) -> OptimizeResult:
     """Search the latent space for molecules that score high on ``objective``.
 
     Args:
@@ -114,6 +114,11 @@ def optimize(model: Model, objective: Any, method: str = DEFAULT_METHOD, budget:
         similarity_to, min_similarity, max_heavy_atoms: shortcuts for the constraint fields.
         progress: a progress bar on stderr with the best score and the calls used.
         callback: called with the search state after every evaluated batch.
+        inconsistent: what to do with a decode that is not grammar-consistent (a valid
+            molecule the SELFIES decoder repaired): ``"keep"`` scores it like any other,
+            ``"invalid"`` spends no oracle call on it, ``"redecode"`` samples the point again
+            (up to 3 times) for a consistent decode. Every call records its flag
+            (``Call.consistent``); the README's optimization section measures the three.
         **options: the method's own settings (e.g. ``population=`` for evolution).
 
     Returns:
@@ -133,7 +138,7 @@ def optimize(model: Model, objective: Any, method: str = DEFAULT_METHOD, budget:
         for h in hooks:
             h(s)
 
-    search = Search(model, oracle, seed, on_batch=on_batch)
+    search = Search(model, oracle, seed, on_batch=on_batch, inconsistent=inconsistent)
     try:
         if mols is not None:
             _score_start(search, mols, max(1, budget // 4) if max_start is None
@@ -147,7 +152,8 @@ def optimize(model: Model, objective: Any, method: str = DEFAULT_METHOD, budget:
                           history=list(oracle.history), seconds=time.perf_counter() - t0,
                           objective_seconds=oracle.objective_seconds,
                           infeasible=len(oracle.infeasible), decoded=search.decoded,
-                          options=dict(options))
+                          options={**options, **({} if inconsistent == "keep" else
+                                                 {"inconsistent": inconsistent})})
 
 
 class _Progress:

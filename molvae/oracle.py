@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import chem, properties
+from .io import flag_text
 
 __all__ = ["Call", "Constraints", "Oracle", "OptimizeResult", "auc_top_k"]
 
@@ -32,12 +33,14 @@ __all__ = ["Call", "Constraints", "Oracle", "OptimizeResult", "auc_top_k"]
 @dataclass(frozen=True)
 class Call:
     """One oracle call: its 1-based index, the molecule, the objective's value (NaN when the
-    objective failed on it) and the surrogate's prediction where a method made one."""
+    objective failed on it), the surrogate's prediction where a method made one, and whether
+    the decoded SELFIES string was grammar-consistent (None: not decoded, a start molecule)."""
 
     index: int
     smiles: str
     score: float
     predicted: float | None = None
+    consistent: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -163,14 +166,19 @@ class Oracle:
         return self._best
 
     def __call__(self, smiles: Sequence[str | None],
-                 predicted: Sequence[float] | None = None) -> np.ndarray:
+                 predicted: Sequence[float] | None = None,
+                 consistent: Sequence[bool] | None = None) -> np.ndarray:
         """Scores aligned with ``smiles``: the objective's value for known and newly called
         molecules; NaN for None, for infeasible molecules, for molecules the objective failed
-        on, and for new molecules once the budget is spent (those are not called)."""
+        on, and for new molecules once the budget is spent (those are not called).
+        ``consistent`` (per item) is recorded in the calls it makes."""
         fresh: dict[str, float | None] = {}
+        flags: dict[str, bool | None] = {}
         for i, s in enumerate(smiles):
             if s and s not in self.cache and s not in self.infeasible and s not in fresh:
                 fresh[s] = None if predicted is None else float(predicted[i])
+            if s and consistent is not None:  # one consistent decode makes the molecule so
+                flags[s] = bool(flags.get(s)) or bool(consistent[i])
         if fresh and self.constraints.active:
             names = list(fresh)
             for s, ok in zip(names, self.constraints.feasible(names)):
@@ -188,7 +196,7 @@ class Oracle:
                 if math.isfinite(v) and not v <= self._best:  # also replaces the initial NaN
                     self._best = v
                 self.cache[s] = v
-                self.history.append(Call(len(self.history) + 1, s, v, fresh[s]))
+                self.history.append(Call(len(self.history) + 1, s, v, fresh[s], flags.get(s)))
         return np.array([self.cache.get(s, math.nan) if s else math.nan for s in smiles],
                         dtype=float)
 
@@ -270,24 +278,28 @@ class OptimizeResult:
         rows = rows if k is None else rows[:k]
         with open(path, "w", newline="") as fh:
             w = csv.writer(fh, lineterminator="\n")
-            w.writerow(["rank", "smiles", self.objective, "call", "predicted"])
+            w.writerow(["rank", "smiles", self.objective, "call", "predicted", "consistent"])
             for r, c in enumerate(rows, 1):
                 w.writerow([r, c.smiles, f"{c.score:.6g}", c.index,
-                            "" if c.predicted is None else f"{c.predicted:.6g}"])
+                            "" if c.predicted is None else f"{c.predicted:.6g}",
+                            flag_text(c.consistent)])
 
     def write_history(self, path: str | Path) -> None:
         """Every oracle call in order: call, smiles, score, predicted."""
         with open(path, "w", newline="") as fh:
             w = csv.writer(fh, lineterminator="\n")
-            w.writerow(["call", "smiles", "score", "predicted"])
+            w.writerow(["call", "smiles", "score", "predicted", "consistent"])
             for c in self.history:
                 w.writerow([c.index, c.smiles, "" if math.isnan(c.score) else f"{c.score:.6g}",
-                            "" if c.predicted is None else f"{c.predicted:.6g}"])
+                            "" if c.predicted is None else f"{c.predicted:.6g}",
+                            flag_text(c.consistent)])
 
     def write_sdf(self, path: str | Path, k: int | None = None) -> None:
         """The top k molecules as SDF records titled by rank, with score and call."""
         top = self.top(len(self.history) if k is None else k)
         index = {c.smiles: c.index for c in self.history}
+        flags = {c.smiles: flag_text(c.consistent) for c in self.history}
         chem.write_sdf(str(path), [(s, {"_Name": f"rank {r}", "smiles": s,
-                                        self.objective: f"{v:.6g}", "call": index[s]})
+                                        self.objective: f"{v:.6g}", "call": index[s],
+                                        "consistent": flags[s]})
                                    for r, (s, v) in enumerate(top, 1)])

@@ -21,7 +21,14 @@ from .checkpoint import Model
 from .generate import decode, encode, posterior, prepare_inputs, sample_latent
 from .oracle import Oracle
 
-__all__ = ["Search", "Batch", "evolution", "cmaes"]
+__all__ = ["Search", "Batch", "evolution", "cmaes", "INCONSISTENT"]
+
+# what to do with a decode whose SELFIES string is not grammar-consistent (a valid molecule
+# the SELFIES decoder repaired): score it as any other ("keep"), treat it as an invalid decode
+# ("invalid": no oracle call), or decode the point again, sampling, up to REDECODES times and
+# keep the first consistent decode ("redecode"; invalid when none is)
+INCONSISTENT = ("keep", "invalid", "redecode")
+REDECODES, REDECODE_TEMPERATURE = 3, 0.5
 
 
 @dataclass
@@ -44,7 +51,11 @@ class Search:
 
     def __init__(self, model: Model, oracle: Oracle, seed: int | None, *,
                  max_stall: int = 25, max_decodes: int | None = None,
-                 on_batch: Callable[[Search], None] | None = None):
+                 on_batch: Callable[[Search], None] | None = None, inconsistent: str = "keep"):
+        if inconsistent not in INCONSISTENT:
+            raise ValueError(f"inconsistent must be one of {', '.join(INCONSISTENT)}, got "
+                             f"{inconsistent!r}")
+        self.inconsistent = inconsistent
         self.model = model
         self.oracle = oracle
         self.z_dim = model.config.latent_dim
@@ -117,11 +128,9 @@ class Search:
         """Decode z (B, Z) (greedy, or sampled at ``temperature``), score the molecules and
         re-encode the new ones."""
         z = torch.as_tensor(z, dtype=torch.float32).cpu()
-        seed = int(torch.randint(2**62, (1,), generator=self.gen)) if temperature > 0 else None
-        smiles = decode(self.model, z, temperature=temperature, seed=seed) if len(z) else []
-        self.decoded += len(z)
+        smiles, flags = self._decode(z, temperature)
         before = self.oracle.calls
-        scores = self.oracle(smiles, predicted)
+        scores = self.oracle(smiles, predicted, flags)
         new = self.oracle.calls - before
         novel = len({s for s in smiles if s} - self.decoded_set)
         self.decoded_set.update(s for s in smiles if s)
@@ -141,6 +150,32 @@ class Search:
         if self.on_batch is not None:
             self.on_batch(self)
         return batch
+
+    def _decode(self, z: torch.Tensor, temperature: float
+                ) -> tuple[list[str | None], list[bool]]:
+        """Decode z with consistency flags, applying the ``inconsistent`` policy."""
+        if not len(z):
+            return [], []
+        seed = int(torch.randint(2**62, (1,), generator=self.gen)) if temperature > 0 else None
+        smiles, flags = decode(self.model, z, temperature=temperature, seed=seed,
+                               with_consistency=True)
+        self.decoded += len(z)
+        if self.inconsistent == "redecode":
+            for _ in range(REDECODES):
+                redo = [i for i, ok in enumerate(flags) if not ok]
+                if not redo:
+                    break
+                seed = int(torch.randint(2**62, (1,), generator=self.gen))
+                again, ok2 = decode(self.model, z[torch.as_tensor(redo)],
+                                    temperature=REDECODE_TEMPERATURE, seed=seed,
+                                    with_consistency=True)
+                self.decoded += len(redo)
+                for i, s, ok in zip(redo, again, ok2):
+                    if ok:
+                        smiles[i], flags[i] = s, True
+        if self.inconsistent != "keep":
+            smiles = [s if ok else None for s, ok in zip(smiles, flags)]
+        return smiles, flags
 
     def evaluate_molecules(self, smiles: list[str]) -> None:
         """Score given molecules (a start population) and add their posterior means."""

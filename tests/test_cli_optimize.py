@@ -16,8 +16,7 @@ def _rows(path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def test_optimize_writes_top_molecules_with_rdkit_scores(tmp_path, caplog):
-    caplog.set_level("INFO", logger="molvae")
+def test_optimize_writes_top_molecules_with_rdkit_scores(tmp_path, capsys):
     out, img, hist = tmp_path / "best.csv", tmp_path / "best.png", tmp_path / "history.csv"
     rc = main(["optimize", "qed", "--method", "evolution", "--budget", "40", "--seed", "0",
                "--top", "5", "-o", str(out), "--image", str(img), "--history", str(hist)])
@@ -31,7 +30,10 @@ def test_optimize_writes_top_molecules_with_rdkit_scores(tmp_path, caplog):
                                                     reverse=True)
     assert img.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(_rows(hist)) == 40
-    assert "40 oracle calls" in caplog.text
+    assert "40 oracle calls" in capsys.readouterr().err  # the command's log line
+    # every call says whether its decode was grammar-consistent
+    assert {r["consistent"] for r in _rows(hist)} <= {"yes", "no"}
+    assert {r["consistent"] for r in rows} <= {"yes", "no"}
 
 
 def test_optimize_similarity_constraint_and_start(tmp_path):

@@ -7,7 +7,9 @@ few dozen draws give a dozen molecules); the give-up error on a tiny untrained n
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 
 import numpy as np
 import pytest
@@ -230,3 +232,34 @@ def test_cli_low_acceptance_is_one_line(capsys, tmp_path, untrained):
 def test_acceptance_is_not_nan_after_draws():
     assert np.isnan(SampleStats(True).acceptance)
     assert SampleStats(True, 4, 1).acceptance == 0.25
+
+
+def test_interpolate_and_neighbours_carry_flags(bundled):
+    a, b = "CC(=O)Nc1ccc(O)cc1", "Cn1cnc2c1c(=O)n(C)c(=O)n2C"
+    path, flags = molvae.interpolate(bundled, a, b, steps=8, temperature=1.0, seed=3,
+                                     with_consistency=True)
+    assert path == molvae.interpolate(bundled, a, b, steps=8, temperature=1.0, seed=3)
+    assert flags[0] is None and flags[-1] is None  # the inputs are not decodes
+    # the decoded points' flags are decode()'s for the same path
+    full, full_flags = molvae.interpolate(bundled, a, b, steps=8, temperature=1.0, seed=3,
+                                          ends="decoded", with_consistency=True)
+    assert flags[1:-1] == full_flags[1:-1] and all(isinstance(f, bool) for f in full_flags)
+    found = molvae.neighbours(bundled, a, n=6, seed=1, temperature=1.0,
+                              with_consistency=True)
+    assert [(s, v) for s, v, _ in found] == molvae.neighbours(bundled, a, n=6, seed=1,
+                                                             temperature=1.0)
+    assert all(isinstance(ok, bool) for _, _, ok in found)
+
+
+def test_cli_interpolate_and_neighbours_write_the_flag(capsys):
+    code, out, err = _run(capsys, "interpolate", "CCO", "c1ccccc1O", "--steps", 5,
+                          "--seed", 0, "--temperature", 1.0)
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["consistent"] for r in (rows[0], rows[-1])] == ["", ""]
+    assert all(r["consistent"] in ("yes", "no") for r in rows[1:-1])
+    code, out, err = _run(capsys, "neighbours", "CCOc1ccccc1", "-n", 4, "--seed", 0)
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert rows[0]["consistent"] == "" and all(r["consistent"] in ("yes", "no")
+                                               for r in rows[1:])

@@ -182,3 +182,25 @@ def test_default_method_runs(model):
     from molvae.optimize import DEFAULT_METHOD
     res = molvae.optimize(model, "qed", budget=30, seed=0)
     assert res.method == DEFAULT_METHOD and res.oracle_calls == 30
+
+
+def test_inconsistent_decodes_policy(model):
+    """Every call records its decode's consistency flag; "invalid" spends no call on an
+    inconsistent decode; "redecode" decodes inconsistent points again (more decodes)."""
+    keep = molvae.optimize(model, "qed", "evolution", budget=120, seed=2)
+    flags = [c.consistent for c in keep.history]
+    assert all(f in (True, False) for f in flags)
+    assert False in flags and True in flags  # the bundled model makes both kinds
+    invalid = molvae.optimize(model, "qed", "evolution", budget=120, seed=2,
+                              inconsistent="invalid")
+    assert invalid.history and all(c.consistent is True for c in invalid.history)
+    assert invalid.options == {"inconsistent": "invalid"} and keep.options == {}
+    redo = molvae.optimize(model, "qed", "evolution", budget=120, seed=2,
+                           inconsistent="redecode")
+    assert all(c.consistent is True for c in redo.history)
+    assert redo.decoded > invalid.decoded * 0.9  # re-decodes count as decodes
+    with pytest.raises(ValueError, match="inconsistent must be one of"):
+        molvae.optimize(model, "qed", "evolution", budget=10, inconsistent="drop")
+    # a start molecule is not a decode: no flag
+    started = molvae.optimize(model, "qed", "evolution", budget=20, seed=0, start="CCO")
+    assert started.history[0].smiles == "CCO" and started.history[0].consistent is None
