@@ -172,6 +172,10 @@ class TrainConfig:
     val_fraction: float = 0.01
     val_max: int = 10000  # cap on the validation split drawn from the training file
     val_recon_size: int = 1000
+    # at each validation: this many prior samples (temperature 1, fixed seed) give the
+    # grammar-consistency rate; with val_fcd also the FCD/Test of the consistent ones (0: off)
+    val_samples: int = 1000
+    val_fcd: bool = False
     log_every: int = 50
     checkpoint_every: int = 250
     nonfinite_patience: int = 5
@@ -204,6 +208,8 @@ class TrainConfig:
             raise ConfigError("train.beta and train.free_bits must be >= 0")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"train.val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.val_samples < 0:
+            raise ConfigError(f"train.val_samples must be >= 0, got {self.val_samples}")
         for name in ("val_every", "log_every", "checkpoint_every", "nonfinite_patience",
                      "kl_warmup_steps", "kl_cycle_steps", "bucket_batches", "lr_decay_steps"):
             if getattr(self, name) < 1:

@@ -495,7 +495,7 @@ def property_distances(
 
 def fcd(
     samples: Sequence[str | None],
-    reference: Sequence[str],
+    reference: Sequence[str] | None = None,
     *,
     n_jobs: int | None = None,
     device: str = "cpu",
@@ -507,7 +507,8 @@ def fcd(
 
     Args:
         samples: generated SMILES; invalid ones are dropped.
-        reference: reference SMILES.
+        reference: reference SMILES; None -> the MOSES test set (shipped statistics, nothing
+            computed for it).
         n_jobs: data-loading workers for ChemNet; default all cores.
         device: torch device for ChemNet.
         batch_size: ChemNet batch size.
@@ -521,6 +522,10 @@ def fcd(
     model = _fcd_model(device, n_jobs, batch_size)
     canonical = parallel.pmap(_canonical_chunk, samples, jobs=n_jobs)
     gen = [c for c in canonical if c is not None]
+    if reference is None:
+        stats = shipped_reference("test")
+        pref = {"mu": stats["fcd_mu"], "sigma": stats["fcd_sigma"]}
+        return _fcd_distance(model, pref, _fcd_stats(model, gen, progress, "ChemNet"))
     # the reference's ChemNet statistics come from the same on-disk cache evaluate() uses
     folder = _cache_dir(cache_dir)
     key = _key(reference, "reference")

@@ -44,8 +44,8 @@ __all__ = ["train", "TrainingError", "TrainResult", "resolve_device", "default_n
 
 log = logging.getLogger(__name__)
 METRIC_COLUMNS = ["step", "epoch", "split", "loss", "recon", "kl", "beta", "tau", "gumbel_frac",
-                  "token_acc", "ce_token", "recon_exact", "active_units", "lr", "mol_per_s",
-                  "elapsed_s"]
+                  "token_acc", "ce_token", "recon_exact", "active_units", "prior_consistent",
+                  "prior_fcd", "lr", "mol_per_s", "elapsed_s"]
 
 
 class TrainingError(RuntimeError):
@@ -166,6 +166,24 @@ def exact_reconstruction(net: MolVAE, data: TokenData, n: int, device: torch.dev
             hits += target is not None and chem.selfies_to_smiles(data.vocab.decode(row)) == target
     net.train(was_training)
     return hits / max(len(idx), 1)
+
+
+def prior_quality(model: ckpt.Model, n: int, seed: int, with_fcd: bool) -> dict[str, float]:
+    """The grammar-consistent share of n prior samples (temperature 1, a fixed seed, so every
+    validation draws the same latent points and noise) and, ``with_fcd``, the FCD/Test of the
+    consistent ones against the shipped MOSES test statistics."""
+    if n <= 0:
+        return {}
+    from .generate import decode, sample_latent
+    gen = torch.Generator(device=model.device).manual_seed(seed + 4049)
+    z = sample_latent(model, n, gen)
+    smiles, flags = decode(model, z, temperature=1.0, seed=seed + 4049, with_consistency=True)
+    out = {"prior_consistent": float(np.mean(flags))}
+    if with_fcd:
+        from .metrics import fcd
+        kept = [s for s, ok in zip(smiles, flags) if ok]
+        out["prior_fcd"] = fcd(kept, n_jobs=1) if len(kept) >= 2 else math.nan
+    return out
 
 
 _LR_FIELDS = ("lr", "lr_schedule", "lr_decay_start", "lr_decay_steps", "lr_final")
@@ -308,6 +326,8 @@ def train(data_path: str | Path, out_dir: str | Path, *, val_path: str | Path | 
     def run_validation() -> None:
         nonlocal best, last_val
         res = validate(net, val, tc, step, dev, seed)
+        res.update(prior_quality(make_model(), tc.val_samples, seed, tc.val_fcd))
+        net.train()
         last_val = res
         metrics.write({"step": step, "epoch": epoch, "split": "val", "beta": tc.beta_at(step),
                        "tau": tc.tau_at(step), "gumbel_frac": tc.gumbel_frac_at(step),
@@ -315,8 +335,10 @@ def train(data_path: str | Path, out_dir: str | Path, *, val_path: str | Path | 
         if res["loss"] < best:
             best = res["loss"]
             ckpt.save(make_model(), out_dir / ckpt.BEST, {"best_val_loss": best})
-        log.info("step %d val loss %.3f recon %.3f kl %.2f exact %.3f AU %d", step, res["loss"],
-                 res["recon"], res["kl"], res["recon_exact"], res["active_units"])
+        log.info("step %d val loss %.3f recon %.3f kl %.2f exact %.3f AU %d consistent %.3f%s",
+                 step, res["loss"], res["recon"], res["kl"], res["recon_exact"],
+                 res["active_units"], res.get("prior_consistent", math.nan),
+                 f" FCD {res['prior_fcd']:.2f}" if "prior_fcd" in res else "")
 
     # Ctrl-C (and SIGTERM) finish the current step, save, then stop
     stop = {"flag": False}

@@ -121,7 +121,7 @@ def tiny_train_config() -> Callable[..., TrainConfig]:
 
     def make(**overrides) -> TrainConfig:
         kw = dict(batch_size=32, max_steps=TRAIN_STEPS, val_every=15, checkpoint_every=15,
-                  log_every=5, val_recon_size=50, num_workers=1)
+                  log_every=5, val_recon_size=50, num_workers=1, val_samples=100)
         kw.update(overrides)
         return TrainConfig(**kw)
 

@@ -98,6 +98,8 @@ def test_metrics_csv(spec, trained_run):
         assert 0.0 <= float(r["recon_exact"]) <= 1.0
         assert 0 <= float(r["active_units"]) <= 8
         assert 0.0 <= float(r["token_acc"]) <= 1.0
+        assert 0.0 <= float(r["prior_consistent"]) <= 1.0  # the default val_samples
+        assert r["prior_fcd"] == ""  # val_fcd is off by default
     # training makes progress even in 30 tiny steps
     assert float(train_rows[-1]["recon"]) < float(train_rows[0]["recon"])
     betas = [float(r["beta"]) for r in train_rows]
@@ -412,3 +414,19 @@ def test_seeded_runs_are_identical(tmp_path, train_csv, tiny_model_config, tiny_
     x, y, z = (_state(tmp_path / n / "last.safetensors") for n in "xyz")
     assert all(torch.equal(x[k], y[k]) for k in x)
     assert not all(torch.equal(x[k], z[k]) for k in x)
+
+
+def test_prior_quality_is_the_consistency_of_fixed_samples(trained_run):
+    """The validation's prior metrics: the same latent points every time, the consistent
+    share that decode() reports for them, and an FCD against the shipped test statistics."""
+    from molvae.generate import decode, sample_latent
+    from molvae.train import prior_quality
+    model = ckpt.load(trained_run[0] / "last.safetensors")
+    a = prior_quality(model, 64, seed=3, with_fcd=True)
+    assert a["prior_consistent"] == prior_quality(model, 64, seed=3, with_fcd=False)[
+        "prior_consistent"]
+    z = sample_latent(model, 64, torch.Generator().manual_seed(3 + 4049))
+    _, flags = decode(model, z, temperature=1.0, seed=3 + 4049, with_consistency=True)
+    assert a["prior_consistent"] == sum(flags) / 64
+    assert math.isnan(a["prior_fcd"]) or a["prior_fcd"] > 0
+    assert prior_quality(model, 0, seed=3, with_fcd=True) == {}
