@@ -75,6 +75,9 @@ def _collect(args: argparse.Namespace, cls: type) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
+    if args.init and args.resume:
+        raise UsageError("--init starts a new run from a checkpoint's weights; --resume "
+                         "continues a run: give one of them")
     model_d: dict[str, Any] = {}
     train_d: dict[str, Any] = {}
     if args.config:
@@ -100,11 +103,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         if fixed:
             log.warning("--resume keeps the run's %s; only %s may change", ", ".join(fixed),
                         ", ".join(RESUMABLE_SETTINGS))
-    res = train(args.data, args.out, val_path=args.val, model_config=mc, train_config=tc,
+    res = train(args.data, args.out, val_path=args.val,
+                model_config=(mc if model_d else None) if args.init else mc, train_config=tc,
                 seed=(args.seed or 0) if args.resume else seed_of(args), device=args.device,
                 resume=args.resume,
                 smiles_column=args.smiles_column, progress=not args.quiet,
-                command=shlex.join(["molvae", *args.argv]))
+                command=shlex.join(["molvae", *args.argv]), init_from=args.init)
     m = res.last_metrics
     log.info("stopped (%s) at step %d; best val loss %.4f; exact reconstruction %.3f; "
              "checkpoints in %s", res.stopped_by, res.step, res.best_val_loss,
@@ -150,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_seed_arg(t)
     t.add_argument("--device", default="auto", help="auto | cpu | cuda")
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    t.add_argument("--init", default=None, metavar="CHECKPOINT",
+                   help="start from this model's weights, architecture and vocabulary (a "
+                        "fresh optimizer): fine-tune it on DATA (default: random weights)")
     t.add_argument("--smiles-column", default=None,
                    help="CSV column holding SMILES (default: detected)")
     _add_config_flags(t, ModelConfig, "model")

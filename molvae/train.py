@@ -9,7 +9,7 @@ import math
 import signal
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +190,21 @@ _LR_FIELDS = ("lr", "lr_schedule", "lr_decay_start", "lr_decay_steps", "lr_final
 RESUMABLE_SETTINGS = ("epochs", "max_steps", "max_time", *_LR_FIELDS)
 
 
+def _init_model(path: str | Path, model_config: ModelConfig | None
+                ) -> tuple[ckpt.Model, ModelConfig]:
+    """The model to start from and its architecture; a model_config that disagrees with the
+    checkpoint's architecture is an error (the weights could not be loaded into it)."""
+    init = ckpt.load(path)
+    mc = init.config
+    if model_config is not None:
+        diff = [f.name for f in fields(ModelConfig)
+                if getattr(model_config, f.name) != getattr(mc, f.name) and f.name != "vocab_size"]
+        if diff:
+            raise ConfigError(f"--init {path}: the checkpoint's architecture is fixed; these "
+                              f"model settings differ from it: {', '.join(diff)}")
+    return init, mc
+
+
 def _load_run_config(out_dir: Path) -> dict[str, Any]:
     path = out_dir / "config.json"
     if not path.exists():
@@ -201,8 +216,13 @@ def train(data_path: str | Path, out_dir: str | Path, *, val_path: str | Path | 
           model_config: ModelConfig | None = None, train_config: TrainConfig | None = None,
           seed: int = 0, device: str = "auto", resume: bool = False,
           smiles_column: str | None = None, cache_dir: str | Path | None = None,
-          progress: bool = True, command: str | None = None) -> TrainResult:
+          progress: bool = True, command: str | None = None,
+          init_from: str | Path | None = None) -> TrainResult:
     """Train a VAE on a molecule file; see README "Training" for the files it writes.
+
+    ``init_from`` (a checkpoint or run folder) starts from that model's weights, with its
+    architecture and vocabulary (molecules whose symbols it lacks are rejected) and a fresh
+    optimizer: fine-tuning on new molecules, or continuing a model with another recipe.
 
     With ``resume=True`` the run continues from ``out_dir`` with its own settings, except that
     ``train_config`` (when given) supplies the stopping criteria and the learning-rate schedule
@@ -230,6 +250,8 @@ def train(data_path: str | Path, out_dir: str | Path, *, val_path: str | Path | 
     else:
         mc = model_config or ModelConfig()
         tc = train_config or TrainConfig()
+        if init_from is not None:  # its architecture and vocabulary
+            init, mc = _init_model(init_from, model_config)
         mc.validate()
         tc.validate()
         if (out_dir / ckpt.RESUME).exists():
@@ -237,6 +259,8 @@ def train(data_path: str | Path, out_dir: str | Path, *, val_path: str | Path | 
                               "choose another --out")
     from .vocab import Vocab
     vocab = Vocab.from_dict(state["vocab"]) if state else None
+    if init_from is not None and not resume:
+        vocab = init.vocab
     data, data_sha = load_dataset(data_path, vocab=vocab, max_len=mc.max_len,
                                   keep_stereo=mc.keep_stereo,
                                   largest_fragment=mc.largest_fragment,
@@ -272,6 +296,8 @@ def train(data_path: str | Path, out_dir: str | Path, *, val_path: str | Path | 
     gen = torch.Generator(device=dev).manual_seed(seed)
     mode_rng = torch.Generator().manual_seed(seed + 1)
     step, epoch, batch_pos, best, elapsed_before = 0, 0, 0, math.inf, 0.0
+    if init_from is not None and not resume:
+        net.load_state_dict(init.net.state_dict())
     if state:
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -290,6 +316,8 @@ def train(data_path: str | Path, out_dir: str | Path, *, val_path: str | Path | 
                  "val_sha256": val_sha, "smiles_column": smiles_column},
         "vocab": vocab.to_dict(),
     }
+    if init_from is not None and not resume:
+        run_info["init_from"] = {"path": str(init.path), "step": init.meta.get("step")}
     if not resume:
         (out_dir / "config.json").write_text(json.dumps(run_info, indent=2))
     elif lr_changed:  # record it, so that a later --resume keeps the new schedule

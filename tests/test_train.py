@@ -430,3 +430,35 @@ def test_prior_quality_is_the_consistency_of_fixed_samples(trained_run):
     assert a["prior_consistent"] == sum(flags) / 64
     assert math.isnan(a["prior_fcd"]) or a["prior_fcd"] > 0
     assert prior_quality(model, 0, seed=3, with_fcd=True) == {}
+
+
+def test_init_from_a_checkpoint_fine_tunes_it(trained_run, train_csv, tiny_train_config,
+                                              session_cache, tmp_path):
+    """--init: the checkpoint's weights, architecture and vocabulary, recorded in config.json;
+    a model setting that contradicts the checkpoint is a clear error."""
+    from molvae.config import ConfigError, ModelConfig
+    start = ckpt.load(trained_run[0] / "last.safetensors")
+    out = tmp_path / "tuned"
+    molvae.train(train_csv, out, train_config=tiny_train_config(max_steps=3, lr=1e-9, lr_final=0.0,
+                                                                val_every=3),
+                 progress=False, cache_dir=session_cache, device="cpu",
+                 init_from=trained_run[0] / "last.safetensors")
+    tuned = ckpt.load(out / "last.safetensors")
+    assert tuned.config == start.config and tuned.vocab.symbols == start.vocab.symbols
+    for (k, a), b in zip(start.net.state_dict().items(), tuned.net.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=k)  # lr 1e-9: barely moved
+    run = json.loads((out / "config.json").read_text())
+    assert run["init_from"]["step"] == start.meta["step"]
+    with pytest.raises(ConfigError, match="dec_hidden"):
+        molvae.train(train_csv, tmp_path / "bad", model_config=ModelConfig(dec_hidden=32),
+                     train_config=tiny_train_config(max_steps=1), progress=False,
+                     cache_dir=session_cache, device="cpu",
+                     init_from=trained_run[0] / "last.safetensors")
+
+
+def test_cli_init_and_resume_are_exclusive(trained_run, train_csv, tmp_path, capsys):
+    from molvae.cli import main
+    code = main(["train", str(train_csv), "--out", str(tmp_path / "x"), "--resume",
+                 "--init", str(trained_run[0])])
+    err = capsys.readouterr().err
+    assert code == 2 and "--init" in err and "Traceback" not in err
