@@ -40,10 +40,12 @@ def test_baselines_have_one_value_per_column(bench):
 
 
 @pytest.mark.filterwarnings("ignore:unique@")
-def test_measure_on_a_tiny_model(bench, trained_run, monkeypatch, tmp_path):
+def test_measure_on_tiny_references(bench, monkeypatch, tmp_path):
+    """The bundled model (the tiny test run's acceptance is too low for consistent sampling)
+    against tiny reference sets."""
     sets = {"test": REFS * 3, "test_scaffolds": REFS[::-1] * 3, "train": REFS[:5]}
     monkeypatch.setattr(bench, "load_moses", lambda split: sets[split])
-    model = molvae.load(trained_run[0])
+    model = molvae.load()
     png = tmp_path / "props.png"
     res = bench.measure(model, n=40, seed=0, recon_n=10, au_n=15, progress=False, picture=png,
                         shipped=False)
@@ -61,6 +63,14 @@ def test_measure_on_a_tiny_model(bench, trained_run, monkeypatch, tmp_path):
                           shipped=False)
     assert again["metrics"]["FCD/Test"] == m["FCD/Test"] or math.isnan(m["FCD/Test"])
     assert again["reconstruction"] == res["reconstruction"]
+    # the grammar-consistent row: every kept sample valid, and the acceptance rate of the draws
+    c = res["consistent"]
+    assert c["metrics"]["valid"] == 1.0 and 0 < c["acceptance"] <= 1
+    assert c["drawn"] >= 40 and math.isclose(c["acceptance"], 40 / c["drawn"])
+    assert again["consistent"]["drawn"] == c["drawn"]
+    only = bench.measure(model, n=10, seed=0, recon_n=5, au_n=5, progress=False, shipped=False,
+                         kinds=("raw",))
+    assert "consistent" not in only and "metrics" in only
 
 
 def _result(bench) -> dict:
@@ -82,10 +92,19 @@ def test_markdown_has_every_baseline_and_the_model(bench):
     for name in bench.BASELINES:
         row = next(ln for ln in lines if ln.startswith(f"| {name} |") or name in ln[:12])
         assert len(row.split("|")[1:-1]) == len(header)
-    model_row = next(ln for ln in lines if ln.startswith("| **molvae (test)** |"))
+    model_row = next(ln for ln in lines if ln.startswith("| **molvae (test), raw samples** |"))
     assert "**1.2500**" in model_row
     assert "0.812" in md and "40 of 64" in md and "nan" in md
     assert "gmm (16 components)" in md and "30,000 samples" in md
+    assert "grammar-consistent" not in md  # no consistent measurement: no row for it
+    res = _result(bench)
+    res["consistent"] = {"metrics": {**res["metrics"], "FCD/Test": 0.75, "valid": 1.0},
+                         "acceptance": 0.25, "drawn": 120_000, "accepted_mol_per_s": 150.0}
+    md = bench.markdown(res, "molvae (test)")
+    row = next(ln for ln in md.splitlines()
+               if ln.startswith("| **molvae (test), grammar-consistent** |"))
+    assert "**0.7500**" in row and "**1.0000**" in row
+    assert "0.250 (30,000 of 120,000 draws; 150 accepted molecules/s)" in md
 
 
 def test_update_readme_replaces_only_the_block(bench, tmp_path):
