@@ -44,12 +44,13 @@ def _quality(smiles: list) -> dict:
     return {k: m[k] for k in KEYS}
 
 
-def judge(model: molvae.Model, n: int, seed: int, held_out: torch.Tensor) -> dict:
+def judge(model: molvae.Model, n: int, seed: int, held_out: torch.Tensor,
+          temperature: float = 1.0) -> dict:
     """Acceptance, quality of n consistent and n raw samples, held-out NLL, sampling times."""
     t = time.perf_counter()
-    cons, stats = molvae.sample(model, n, seed=seed, return_stats=True)
+    cons, stats = molvae.sample(model, n, temperature, seed=seed, return_stats=True)
     t_cons = time.perf_counter() - t
-    raw = molvae.sample(model, n, seed=seed, consistent=False)
+    raw = molvae.sample(model, n, temperature, seed=seed, consistent=False)
     with torch.no_grad():
         nll = float(-prior.log_prob(model, held_out).mean())
     return {"acceptance": stats.acceptance, "drawn": stats.drawn,
@@ -118,6 +119,8 @@ def main() -> None:
     ap.add_argument("--flow-steps", type=int, default=4000)
     ap.add_argument("--flow-hidden", type=int, default=256)
     ap.add_argument("--flow-layers", type=int, default=8)
+    ap.add_argument("--temperatures", type=float, nargs="+", default=[1.0],
+                    help="decoder temperatures to judge each density at (default: 1.0)")
     ap.add_argument("--no-upper-bound", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
@@ -143,11 +146,14 @@ def main() -> None:
                           "layers": args.flow_layers}, "densities": {}}
     for name, (m, fit_s) in candidates(model, z, args.densities, args.seed, args.flow_steps,
                                        args.flow_hidden, args.flow_layers).items():
-        r = judge(m, args.n, args.seed, z_held)
-        r["fit_s"] = None if name in ("bundled", "normal") else fit_s
-        r["prior"] = {k: v for k, v in m.prior.items()}
-        res["densities"][name] = r
-        print(name, json.dumps(r), flush=True)
+        for temp in args.temperatures:
+            r = judge(m, args.n, args.seed, z_held, temp)
+            r["fit_s"] = None if name in ("bundled", "normal") else fit_s
+            r["prior"] = {k: v for k, v in m.prior.items()}
+            r["temperature"] = temp
+            label = name if args.temperatures == [1.0] else f"{name}, temperature {temp:g}"
+            res["densities"][label] = r
+            print(label, json.dumps(r), flush=True)
         if args.save and name not in ("bundled", "normal"):
             os.makedirs(args.save, exist_ok=True)
             molvae.save(m, Path(args.save) / f"{name}.safetensors")
@@ -155,10 +161,11 @@ def main() -> None:
         res["densities"]["q(z|x) of train molecules (upper bound)"] = upper_bound(
             model, train, args.n, args.seed)
     res["wall_s"] = time.perf_counter() - t_start
+    temps = ", ".join(f"{t:g}" for t in args.temperatures)
     md = (f"{args.n:,} grammar-consistent and {args.n:,} raw samples per density (seed "
-          f"{args.seed}, temperature 1.0; FCD against the full MOSES test set, so biased upwards "
-          f"at this size: compare rows), densities fitted to one posterior sample each of "
-          f"{args.fit_molecules:,} random MOSES train molecules; held-out NLL on "
+          f"{args.seed}, decoder temperature {temps}; FCD against the full MOSES test set, so "
+          f"biased upwards at this size: compare rows), densities fitted to one posterior "
+          f"sample each of {args.fit_molecules:,} random MOSES train molecules; held-out NLL on "
           f"{args.held_out:,} test molecules' posterior samples; "
           f"{res['hardware']['cpu']}, {res['hardware']['threads']} threads.\n\n" + table(res))
     print(json.dumps(res, indent=2, default=str))
