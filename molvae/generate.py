@@ -1,34 +1,44 @@
-"""Strings in, strings out: sample, encode, decode, reconstruct, interpolate, neighbours, elbo.
+"""Strings in, strings out: encode, decode, reconstruct, interpolate, neighbours, elbo (and
+sampling, from :mod:`molvae.sampling`, re-exported here).
 
 Outputs are canonical RDKit SMILES; ``None`` marks an invalid or empty decode; lists keep the
-input order and length. Small decodes (one chunk) are plain synchronous code on the calling
-thread; large ones stream: chunks decode on parallel threads while post-processing (ids ->
-SELFIES -> SMILES -> RDKit) runs in worker processes. Sampling keeps only grammar-consistent
-molecules by default (the sampled SELFIES is the canonical SELFIES of its molecule); that check
-runs in the same post-processing step.
+input order and length. The decoding engine (seeded blocks, streaming, post-processing) is
+:mod:`molvae.decoding`.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
-import os
-import secrets
 import zlib
-from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from . import chem, density
+from . import chem
 from .checkpoint import Model
 from .data import pad_ids
-from .parallel import pool_context
-from .vocab import EOS, Vocab
+from .decoding import (  # noqa: F401  (re-exported: the public names and what tests use)
+    BLOCK,
+    _check_seed,
+    _check_settings,
+    _decode_one_chunk,
+    _ids_to_smiles,
+    _stream,
+    fresh_seed,
+    sample_latent,
+)
+from .sampling import (  # noqa: F401  (re-exported)
+    DRAWS_PER_MOLECULE,
+    DRAWS_SLACK,
+    LowAcceptanceError,
+    SampleIterator,
+    SampleStats,
+    iter_sample,
+    iter_sample_ids,
+    sample,
+)
 
 __all__ = ["MoleculeError", "LowAcceptanceError", "SampleStats", "SampleIterator", "sample",
            "iter_sample", "iter_sample_ids", "encode", "decode",
@@ -44,429 +54,6 @@ class MoleculeError(ValueError):
         self.problems = problems
         lines = [f"  [{i}] {text!r}: {status}: {reason}" for i, text, status, reason in problems]
         super().__init__(f"{len(problems)} input(s) could not be encoded:\n" + "\n".join(lines))
-
-
-# -------------------------------------------------------------------------- post-processing
-def _decoded(vocab: Vocab, ids: np.ndarray, settings: dict[str, Any] | None = None
-             ) -> tuple[list[str | None], list[bool] | None]:
-    """Id rows (B, L) -> canonical SMILES (None where invalid) and, with ``settings`` (the
-    model's :func:`_check_settings`), each row's grammar-consistency flag
-    (:func:`molvae.chem.consistent_many`); None without."""
-    with chem.constraints(vocab.constraints):
-        # a row that never reached [eos] ran past max_len: not a molecule the model allows
-        ended = (ids == EOS).any(1)
-        selfies = [vocab.decode(row) if end else None for row, end in zip(ids.tolist(), ended)]
-        smiles = chem.selfies_to_smiles_many(selfies)
-        flags = None if settings is None else chem.consistent_many(selfies, smiles, settings)
-    return smiles, flags
-
-
-def _smiles_of(vocab: Vocab, ids: np.ndarray) -> list[str | None]:
-    """Id rows (B, L) -> canonical SMILES, None where invalid."""
-    return _decoded(vocab, ids)[0]
-
-
-def _ids_to_smiles(args: tuple[list[str], dict[str, int], np.ndarray]) -> list[str | None]:
-    """_smiles_of for a worker process, which gets the vocabulary as plain data."""
-    symbols, constraints, ids = args
-    return _smiles_of(Vocab(tuple(symbols), constraints), ids)
-
-
-def _ids_to_checked(args: tuple[list[str], dict[str, int], dict[str, Any], np.ndarray]
-                    ) -> tuple[list[str | None], list[bool] | None]:
-    """_decoded with consistency flags, for a worker process."""
-    symbols, constraints, settings, ids = args
-    return _decoded(Vocab(tuple(symbols), constraints), ids, settings)
-
-
-def _check_settings(model: Model) -> dict[str, Any]:
-    """The keyword arguments of :func:`molvae.chem.prepare` that the model's own tokenizer
-    uses (its standardization policy against its vocabulary, as in :func:`prepare_inputs`):
-    what the consistency check compares a sampled SELFIES string with."""
-    cfg = model.config
-    rules = chem.standardization_policy(cfg.largest_fragment, cfg.keep_stereo,
-                                        (model.domain or {}).get("policy"))
-    return chem.prepare_settings(rules, model.vocab.symbols)
-
-
-class _PostProcessor:
-    """Turns id batches into SMILES, in worker processes when that pays off; with
-    ``settings``, into (SMILES, consistency flags) pairs."""
-
-    def __init__(self, vocab: Vocab, workers: int | None, total: int,
-                 settings: dict[str, Any] | None = None):
-        self.payload: tuple[Any, ...] = (list(vocab.symbols), dict(vocab.constraints))
-        self.func: Any = _ids_to_smiles
-        if settings is not None:
-            self.payload += (settings,)
-            self.func = _ids_to_checked
-        n = workers if workers is not None else max(1, (os.cpu_count() or 1) - 1)
-        self.pool = (ProcessPoolExecutor(n, mp_context=pool_context())
-                     if n >= 1 and total >= 4096 and workers != 0 else None)
-        if self.pool is not None:
-            # start the workers now, from this thread, before any decoding thread exists:
-            # forking a process while other threads run torch code is not safe
-            self.pool.submit(int).result()
-
-    def submit(self, ids: np.ndarray) -> Any:
-        if self.pool is None:
-            return self.func((*self.payload, ids))
-        return self.pool.submit(self.func, (*self.payload, ids))
-
-    @staticmethod
-    def result(item: Any) -> Any:
-        return item.result() if isinstance(item, Future) else item
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
-
-
-# ----------------------------------------------------------------------------- random draws
-BLOCK = 64  # molecules per random block: a constant, so molecule i's draws never depend on n
-
-
-def fresh_seed() -> int:
-    """A random seed in [0, 2**31) from the operating system's entropy, to log and reuse."""
-    return secrets.randbelow(2**31)
-
-
-def _check_seed(seed: Any) -> int | None:
-    """None, or the seed as a plain int; a negative or non-integer seed is a ValueError."""
-    if seed is None:
-        return None
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    return int(seed)
-
-
-def _base_seed(seed: int | None) -> int:
-    """The seed the block generators derive from; fresh entropy when seed is None."""
-    return int(np.random.SeedSequence().entropy) if seed is None else int(seed)
-
-
-def _block_generator(model: Model, base_seed: int, block: int) -> torch.Generator:
-    """Block ``block``'s own random stream, derived from (base_seed, block)."""
-    state = np.random.SeedSequence([base_seed, block]).generate_state(2, np.uint64)
-    return torch.Generator(device=model.device).manual_seed(int(state[0] >> 1))
-
-
-def _randoms(model: Model, base_seed: int, start: int, size: int, draw_z: bool,
-             temperature: float) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The random draws of molecules start .. start + size - 1, on the model's device: latent
-    points z (size, Z) from the sampling density when ``draw_z``, and uniform token noise
-    (size, T, V), T = max_len + 1, when temperature > 0 (None where not drawn).
-
-    Molecule i's draws come from block i // BLOCK: each block's generator draws the z and then
-    the noise of all its BLOCK rows, always the same shapes in the same order, and the rows
-    asked for are cut out. So a molecule's draws do not depend on which molecules share its
-    chunk, how large the chunk is, or which thread decodes it.
-    """
-    if size < 1:
-        return None, None
-    cfg = model.config
-    zs, noises = [], []
-    for b in range(start // BLOCK, (start + size - 1) // BLOCK + 1):
-        gen = _block_generator(model, base_seed, b)
-        rows = slice(max(start - b * BLOCK, 0), min(start + size - b * BLOCK, BLOCK))
-        if draw_z:
-            zs.append(sample_latent(model, BLOCK, gen)[rows])  # (rows, Z)
-        if temperature > 0:
-            u = torch.rand((BLOCK, cfg.max_len + 1, cfg.vocab_size), generator=gen,
-                           device=model.device)  # (BLOCK, T, V)
-            noises.append(u[rows])
-
-    def join(parts: list[torch.Tensor]) -> torch.Tensor | None:
-        return None if not parts else parts[0] if len(parts) == 1 else torch.cat(parts)
-
-    return join(zs), join(noises)
-
-
-def _decode_streams(model: Model) -> int:
-    """Chunks decoded at once: one per CPU thread torch may use (each single-threaded, so a
-    stream preempted by a post-processing worker does not stall the others as a shared
-    intra-op thread pool would); one on a GPU."""
-    return 1 if model.device.type != "cpu" else max(1, torch.get_num_threads())
-
-
-def _stream(model: Model, total: int, z: torch.Tensor | None, temperature: float,
-            seed: int | None, batch_size: int, workers: int | None,
-            post_process: bool = True, settings: dict[str, Any] | None = None,
-            offset: int = 0) -> Iterator[Any]:
-    """Decode ``total`` latent points in chunks of ``batch_size`` and yield each chunk's result
-    in order: SMILES lists, (SMILES, consistency flags) pairs with ``settings``
-    (:func:`_check_settings`), or the raw id arrays with ``post_process=False``.
-
-    The points are ``z`` (total, Z), or drawn from the sampling density when ``z`` is None;
-    they are molecules ``offset`` .. ``offset + total - 1`` of the seed's sequence (their
-    randoms are those of these indices).
-    Chunks are decoded in parallel threads, each drawing its molecules' randoms from their
-    blocks' generators (:func:`_randoms`), and handed to the post-processing workers as soon as
-    they are done; a bounded number of chunks is in flight.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    base_seed = _base_seed(seed)
-    streams = _decode_streams(model)
-    post = _PostProcessor(model.vocab, workers, total, settings) if post_process else None
-    threads = torch.get_num_threads()
-    if streams > 1:
-        torch.set_num_threads(1)  # the decoding threads started below inherit it
-    pool = ThreadPoolExecutor(streams, thread_name_prefix="molvae-decode")
-
-    def job(start: int, size: int) -> Any:
-        with torch.no_grad():
-            drawn, noise = _randoms(model, base_seed, offset + start, size, z is None,
-                                    temperature)
-            points = drawn if z is None else z[start: start + size]
-            ids = _decode_ids(model, points, temperature, noise)
-        # straight to the worker processes; in-process post-processing stays in the calling
-        # thread (it switches selfies' global constraints, which threads must not share)
-        return post.submit(ids) if post is not None and post.pool is not None else ids
-
-    def finish(item: Any) -> Any:
-        if post is None:
-            return item
-        return post.result(item if isinstance(item, Future) else post.submit(item))
-
-    pending: deque[Future] = deque()
-    window = streams + 3  # chunks in flight: bounds memory while keeping everyone busy
-    try:
-        model.net.eval()
-        for start in range(0, total, batch_size):
-            pending.append(pool.submit(job, start, min(batch_size, total - start)))
-            while len(pending) > window:
-                yield finish(pending.popleft().result())
-        while pending:
-            yield finish(pending.popleft().result())
-    finally:
-        pool.shutdown(cancel_futures=True)
-        if post is not None:
-            post.close()
-        torch.set_num_threads(threads)
-
-
-# ---------------------------------------------------------------------------------- latents
-def sample_latent(model: Model, n: int, generator: torch.Generator) -> torch.Tensor:
-    """Draw n latent points from the model's sampling density (:mod:`molvae.density`)."""
-    return density.sample(model.prior, model.prior_tensors, n, model.config.latent_dim,
-                          generator, model.device)
-
-
-def _decode_ids(model: Model, z: torch.Tensor, temperature: float,
-                noise: torch.Tensor | None) -> np.ndarray:
-    """Latent points z (N, Z) -> token ids (N, <= max_len + 1); ``noise`` from _randoms."""
-    ids = model.net.decoder.generate(z.to(model.device).float(), model.config.max_len + 1,
-                                     temperature=temperature, noise=noise)
-    return ids.cpu().numpy()
-
-
-# ---------------------------------------------------------------------------------- sampling
-DRAWS_PER_MOLECULE, DRAWS_SLACK = 20, 1000  # the default max_draws: 20 * n + 1000
-
-
-class LowAcceptanceError(ValueError):
-    """Grammar-consistent sampling gave up: too few consistent molecules in ``max_draws``
-    draws. ``.stats`` says how many were found in how many draws."""
-
-    def __init__(self, n: int, stats: SampleStats):
-        self.stats = stats
-        super().__init__(
-            f"only {stats.accepted} of the {n} grammar-consistent molecules asked for in the "
-            f"first {stats.drawn} draws (acceptance {stats.acceptance:.4f}): the model rarely "
-            "samples the canonical SELFIES of the molecule it decodes to; sample raw "
-            "molecules (consistent=False) or allow more draws (max_draws)")
-
-
-@dataclass
-class SampleStats:
-    """How a sampler came by its molecules, counted as it goes (final once it is exhausted).
-
-    ``drawn`` is the number of latent points of the seed's sequence looked at, up to and
-    including the last molecule kept, and ``accepted`` how many of them were kept: with
-    ``consistent`` the grammar-consistent ones, so ``acceptance`` is the consistency rate of
-    raw samples; raw sampling keeps every draw (acceptance 1.0) and checks nothing.
-    """
-
-    consistent: bool
-    drawn: int = 0
-    accepted: int = 0
-
-    @property
-    def acceptance(self) -> float:
-        """accepted / drawn; NaN before the first draw."""
-        return self.accepted / self.drawn if self.drawn else float("nan")
-
-
-class SampleIterator(Iterator[list]):
-    """What :func:`iter_sample` returns: its batches of SMILES in order, and ``stats`` (a
-    :class:`SampleStats`). ``close()`` stops it early and releases its threads and workers."""
-
-    def __init__(self, batches: Iterator[list], stats: SampleStats):
-        self._batches = batches
-        self.stats = stats
-
-    def __iter__(self) -> SampleIterator:
-        return self
-
-    def __next__(self) -> list:
-        return next(self._batches)
-
-    def close(self) -> None:
-        self._batches.close()  # type: ignore[attr-defined]
-
-
-def iter_sample(model: Model, n: int, *, temperature: float = 1.0, seed: int | None = None,
-                batch_size: int = 1000, workers: int | None = None, consistent: bool = True,
-                max_draws: int | None = None) -> SampleIterator:
-    """Batches of ``batch_size`` sampled SMILES in order (the last may be shorter), as an
-    iterator; memory stays flat. The returned iterator's ``stats`` (:class:`SampleStats`) counts the
-    draws and the acceptance rate.
-
-    With ``consistent`` (the default) only grammar-consistent molecules are kept: those whose
-    sampled SELFIES string is exactly the canonical SELFIES that the model's own tokenizer
-    makes from the decoded molecule (:func:`molvae.chem.consistent_many`; the others are
-    molecules SELFIES repaired into something the model did not spell). Latent points are
-    drawn until n are found: the result is the first n consistent molecules of the seed's raw
-    sequence, in order, so it keeps every seeding property below. If fewer than n are found
-    in the first ``max_draws`` draws (default ``20 * n + 1000``: an acceptance rate below about
-    5%), a :class:`LowAcceptanceError` (a ValueError) is raised. With ``consistent=False``
-    every raw sample is kept, invalid decodes as None.
-
-    Raw molecule i depends only on (``seed``, i, ``temperature``, the model): the first k
-    molecules are the same for every n >= k, and do not depend on ``batch_size``, the number
-    of threads or decoding streams, or ``workers``. (Each block of 64 molecules draws its
-    latent points and token noise from its own generator, derived from the seed and the
-    block's index. Decoding batches of a different size can round a logit differently by
-    ~1e-5, so a sampled token could in principle flip where two candidates tie that closely;
-    none did in 2,000 samples of the bundled model at batch sizes 1, 7 and 37 against 1000.)
-    ``seed=None`` draws fresh entropy; a seed must be an integer >= 0.
-
-    While the iterator is open, torch's own intra-op threads are set to one (the decoding
-    threads take the cores instead); closing or finishing it restores them.
-    """
-    stats = SampleStats(consistent)
-    return SampleIterator(_sample_stream(model, n, temperature, seed, batch_size, workers, True,
-                                         consistent, max_draws, stats), stats)
-
-
-def iter_sample_ids(model: Model, n: int, *, temperature: float = 1.0,
-                    seed: int | None = None, batch_size: int = 1000) -> Iterator[np.ndarray]:
-    """The token ids that raw :func:`iter_sample` (``consistent=False``) would turn into
-    SMILES, batch by batch (PAD after [eos]); the pure decoding work, without SELFIES or
-    RDKit."""
-    yield from _sample_stream(model, n, temperature, seed, batch_size, None, False)
-
-
-def _sample_stream(model: Model, n: int, temperature: float, seed: int | None,
-                   batch_size: int, workers: int | None, post_process: bool,
-                   consistent: bool = False, max_draws: int | None = None,
-                   stats: SampleStats | None = None) -> Iterator[Any]:
-    """iter_sample and iter_sample_ids: latent points drawn per block, then _stream."""
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    if not temperature >= 0:  # also catches NaN
-        raise ValueError(f"temperature must be a number >= 0, got {temperature}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if max_draws is not None and (isinstance(max_draws, bool) or not isinstance(
-            max_draws, numbers.Integral) or max_draws < 1):
-        raise ValueError(f"max_draws must be an integer >= 1, got {max_draws!r}")
-    seed = _check_seed(seed)
-    stats = SampleStats(consistent) if stats is None else stats
-    if consistent and post_process:
-        limit = DRAWS_PER_MOLECULE * n + DRAWS_SLACK if max_draws is None else int(max_draws)
-        yield from _consistent_stream(model, n, temperature, seed, batch_size, workers, limit,
-                                      stats)
-        return
-    for part in _stream(model, n, None, temperature, seed, batch_size, workers, post_process):
-        stats.drawn += len(part)
-        stats.accepted += len(part)
-        yield part
-
-
-def _consistent_stream(model: Model, n: int, temperature: float, seed: int | None,
-                       batch_size: int, workers: int | None, limit: int, stats: SampleStats
-                       ) -> Iterator[list[str]]:
-    """The first n grammar-consistent molecules of the seed's raw sequence, in batches.
-
-    The raw sequence is decoded in rounds (one _stream each, over the next indices), and a
-    round stops as soon as the n-th is found. The decoding threads work ahead of it, so a
-    round is sized to what is missing at the acceptance seen so far (a first guess of 1/2,
-    then 10% spare): everything a round decodes is usually needed, and a second round rarely
-    needs a third. Which molecules come out does not depend on the rounds: raw molecule i is
-    the same in any round and any chunk.
-    """
-    settings = _check_settings(model)
-    base = _base_seed(seed)  # one seed for every round, also when fresh
-    found: list[str] = []
-    while stats.accepted < n:
-        if stats.drawn >= limit:
-            raise LowAcceptanceError(n, stats)
-        # a first guess, then what was seen (not below the rate the default limit allows)
-        rate = max(stats.acceptance, 1 / DRAWS_PER_MOLECULE) if stats.drawn else 0.5
-        want = math.ceil((n - stats.accepted) / rate * 1.1)
-        size = min(limit - stats.drawn, max(BLOCK, -(-want // BLOCK) * BLOCK))
-        chunks = _stream(model, size, None, temperature, base, batch_size, workers, True,
-                         settings, offset=stats.drawn)
-        try:
-            for smiles, flags in chunks:
-                for smi, ok in zip(smiles, flags):
-                    stats.drawn += 1
-                    if ok:
-                        found.append(smi)
-                        stats.accepted += 1
-                        if stats.accepted == n:
-                            break
-                while len(found) >= batch_size:
-                    yield found[:batch_size]
-                    del found[:batch_size]
-                if stats.accepted == n:
-                    break
-        finally:
-            chunks.close()
-    if found:
-        yield found
-
-
-def sample(model: Model, n: int, temperature: float = 1.0, seed: int | None = None, *,
-           greedy: bool = False, batch_size: int = 1000, workers: int | None = None,
-           consistent: bool = True, max_draws: int | None = None, return_stats: bool = False
-           ) -> list[str | None] | tuple[list[str | None], SampleStats]:
-    """Sample n molecules; ``greedy=True`` decodes each z by argmax (temperature 0).
-
-    By default only grammar-consistent molecules (never None), drawing more latent points
-    until n are found; ``consistent=False`` gives the raw samples, None for an invalid decode.
-    ``max_draws`` bounds the draws (see :func:`iter_sample`); with ``return_stats`` the result
-    is ``(molecules, SampleStats)``, whose ``acceptance`` is the consistency rate.
-
-    Molecule i depends only on (``seed``, i, temperature, the model), so ``sample(model, k,
-    seed=s)`` is the first k of ``sample(model, n, seed=s)`` for any n >= k, whatever
-    ``batch_size``, threads or ``workers`` (see :func:`iter_sample`). A greedy sample decodes
-    the same latent points as a sampled one with the same seed. ``seed=None`` draws fresh
-    entropy (:func:`fresh_seed` gives one to record); a seed must be an integer >= 0.
-    """
-    out: list[str | None] = []
-    parts = iter_sample(model, n, temperature=0.0 if greedy else temperature, seed=seed,
-                        batch_size=batch_size, workers=workers, consistent=consistent,
-                        max_draws=max_draws)
-    for part in parts:
-        out.extend(part)
-    return (out, parts.stats) if return_stats else out
-
-
-def _decode_one_chunk(model: Model, z: torch.Tensor, temperature: float,
-                      seed: int | None, settings: dict[str, Any] | None = None
-                      ) -> tuple[list[str | None], list[bool] | None]:
-    """What _stream gives for latent points that fit in one chunk, as plain synchronous code:
-    one decoder call on the calling thread with the caller's torch thread settings, then
-    SELFIES/RDKit in this process. The same per-block noise, so the same molecules; with
-    ``settings`` also their consistency flags (None without)."""
-    model.net.eval()
-    with torch.no_grad():
-        _, noise = _randoms(model, _base_seed(seed), 0, len(z), False, temperature)
-        ids = _decode_ids(model, z, temperature, noise)  # (N, <= max_len + 1)
-    return _decoded(model.vocab, ids, settings)
 
 
 def decode(model: Model, z: torch.Tensor | np.ndarray, temperature: float = 0.0,

@@ -136,7 +136,7 @@ def test_iter_sample_ids_are_what_sample_decodes(model):
 
 def test_worker_post_processing_matches_in_process(short_model, monkeypatch):
     """n >= 4096 with workers >= 1 post-processes in a process pool: same answer as inline."""
-    import molvae.generate as gen_mod
+    import molvae.decoding as gen_mod
     pools = []
 
     class SpyPool(gen_mod.ProcessPoolExecutor):
@@ -207,7 +207,7 @@ def test_small_decode_is_plain_synchronous_code(model, monkeypatch):
     """Up to batch_size points decode on the calling thread: no thread pool, and torch's
     process-wide thread count is never touched, not even for a moment (the optimizer decodes
     1..200 points thousands of times, possibly from several threads of its own)."""
-    import molvae.generate as gen_mod
+    import molvae.decoding as gen_mod
     torch.set_num_threads(2)  # the streaming decoder would switch this to 1 and back
     real = torch.set_num_threads
     calls: list[int] = []
