@@ -49,9 +49,10 @@ def with_density(model: Model, info: dict[str, Any],
 
 
 def posterior_samples(model: Model, smiles: Sequence[Any], per_molecule: int = 1,
-                      seed: int = 0, progress: bool = False) -> tuple[torch.Tensor, int]:
-    """z ~ q(z|x), ``per_molecule`` draws for each usable molecule (those the model cannot
-    read are skipped and counted). Returns (points (M * per_molecule, Z), skipped)."""
+                      seed: int = 0, progress: bool = False
+                      ) -> tuple[torch.Tensor, list[tuple[int, Any, str, str]]]:
+    """z ~ q(z|x), ``per_molecule`` draws for each usable molecule. Returns (points
+    (M * per_molecule, Z), the skipped molecules as (index, input, status, reason))."""
     prep = prepare_inputs(model, list(smiles))
     rows = [r for r in prep.ids if r is not None]
     if not rows:
@@ -68,7 +69,7 @@ def posterior_samples(model: Model, smiles: Sequence[Any], per_molecule: int = 1
             out.append(mu + torch.randn(mu.shape, generator=g) * std)
         bar.update(len(mu))
     bar.close()
-    return torch.cat(out), len(prep.problems)
+    return torch.cat(out), prep.problems
 
 
 def fit(model: Model, smiles: Sequence[Any], kind: str = "flow", *,
@@ -94,9 +95,11 @@ def fit(model: Model, smiles: Sequence[Any], kind: str = "flow", *,
     t0 = time.perf_counter()
     z, skipped = posterior_samples(model, smiles, per_molecule, seed, progress)
     if skipped:
-        log.warning("prior.fit: %d of %d molecules skipped (not readable by this model)",
-                    skipped, len(smiles))
-    fitted_on = f"{len(z):,} posterior samples of {len(smiles) - skipped:,} molecules"
+        shown = "; ".join(f"{text!r}: {status}: {reason}" for _, text, status, reason
+                          in skipped[:3])
+        log.warning("prior.fit: %d of %d molecules skipped, the model cannot read them (%s%s)",
+                    len(skipped), len(smiles), shown, "; ..." if len(skipped) > 3 else "")
+    fitted_on = f"{len(z):,} posterior samples of {len(z) // per_molecule:,} molecules"
     out = fit_points(model, z, kind, seed=seed, components=components, layers=layers,
                      hidden=hidden, steps=steps, progress=progress, fitted_on=fitted_on)
     log.info("prior.fit: %s on %s in %.0f s", kind, fitted_on, time.perf_counter() - t0)

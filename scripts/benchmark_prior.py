@@ -140,7 +140,7 @@ def main() -> None:
     z_held, _ = prior.posterior_samples(model, held, seed=args.seed + 1)
     res: dict = {"model": Path(model.path).name if model.path else None, "seed": args.seed,
                  "hardware": {**hardware("cpu"), "threads": torch.get_num_threads()},
-                 "fit_molecules": args.fit_molecules, "fit_skipped": skipped, "n": args.n,
+                 "fit_molecules": args.fit_molecules, "fit_skipped": len(skipped), "n": args.n,
                  "held_out": args.held_out, "bundled_prior": model.prior,
                  "flow": {"steps": args.flow_steps, "hidden": args.flow_hidden,
                           "layers": args.flow_layers}, "densities": {}}
