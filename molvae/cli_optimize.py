@@ -60,9 +60,12 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     if args.history:
         result.write_history(args.history)
     best = f"{top[0][1]:.4g}" if top else "none"
-    log.info("%s with %s: %d oracle calls, best %s; %.1f s (%.1f s in the objective)%s",
+    decoded = [c.consistent for c in result.history if c.consistent is not None]
+    share = (f"; {sum(decoded) / len(decoded):.0%} of the decoded ones grammar-consistent"
+             if decoded else "")
+    log.info("%s with %s: %d oracle calls, best %s; %.1f s (%.1f s in the objective)%s%s",
              objective.name, args.method, result.oracle_calls, best, result.seconds,
-             result.objective_seconds,
+             result.objective_seconds, share,
              f"; {result.infeasible} molecules broke the constraints" if result.infeasible
              else "")
     if not top:
