@@ -17,6 +17,7 @@ and also what memorizing it gives: read its novelty).
 
     python scripts/benchmark_prior.py                                    # bundled model
     python scripts/benchmark_prior.py --n 1000 --fit-molecules 5000 --flow-steps 200  # quick
+    python scripts/benchmark_prior.py --report molvae/pretrained/prior_benchmark.json
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def table(res: dict) -> str:
         nll = "" if r["held_out_nll"] is None else f"{r['held_out_nll']:.1f}"
         rate = "" if r["accepted_mol_per_s"] is None else f"{r['accepted_mol_per_s']:.0f}"
         fit = "" if r.get("fit_s") is None else f"{r['fit_s']:.0f}"
-        label = name + (f" ({c['n']:,} consistent)" if "n" in c else "")
+        label = (name + (f" ({c['n']:,} consistent)" if "n" in c else "")).replace("|", "\\|")
         lines.append(f"| {label} | {r['acceptance']:.3f} | {c['FCD/Test']:.3f} | "
                      f"{c['Filters']:.3f} | {c['Novelty']:.3f} | {w['FCD/Test']:.3f} | "
                      f"{w['Filters']:.3f} | {nll} | {rate} | {fit} |")
@@ -125,9 +126,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=None, help="write OUT.json and OUT.md")
+    ap.add_argument("--report", default=None, metavar="JSON",
+                    help="measure nothing: print the table of a saved OUT.json")
     ap.add_argument("--save", default=None, metavar="DIR",
                     help="also save each fitted candidate's checkpoint in DIR")
     args = ap.parse_args()
+    if args.report:
+        print(table(json.loads(Path(args.report).read_text())))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
