@@ -16,7 +16,8 @@ tables) and PREFIX_properties.png (logP, SA, QED and weight of the samples again
 set), PREFIX defaulting to ./moses_benchmark; prints the markdown. With --readme the
 markdown replaces the block between the markers
     <!-- benchmark_moses:start --> and <!-- benchmark_moses:end -->
-of that file, so the README's results section is always this script's output.
+of that file (and with --card of the model card), so the README's results section is always
+this script's output.
 
 The first run on a machine computes the reference statistics of the two MOSES test sets
 (ChemNet activations and fingerprints of 2 x 176k molecules; about 25 minutes per set on two CPU
@@ -256,6 +257,8 @@ def main() -> None:
                     choices=["raw", "consistent"], help="which samples to measure")
     ap.add_argument("--readme", default=None, help="a markdown file whose benchmark block to "
                     "replace with the tables")
+    ap.add_argument("--card", default=None, help="also replace the benchmark block of this "
+                    "model card (e.g. molvae/pretrained/MODEL_CARD.md)")
     args = ap.parse_args()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" \
         else args.device
@@ -267,8 +270,9 @@ def main() -> None:
     result["wall_s"]["total"] = time.perf_counter() - t
     md = markdown(result, args.label)
     write(result, md, Path(args.out))
-    if args.readme:
-        update_readme(Path(args.readme), md)
+    for path in (args.readme, args.card):
+        if path:
+            update_readme(Path(path), md)
     print(json.dumps(result, indent=2), file=sys.stderr)
     print(md)
 

@@ -26,7 +26,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from benchmark_moses import hardware, latent_measures, markdown, measure, update_readme, write
+from benchmark_moses import (
+    END,
+    START,
+    hardware,
+    latent_measures,
+    markdown,
+    measure,
+    update_readme,
+    write,
+)
 
 import molvae
 from molvae import checkpoint as ckpt
@@ -235,6 +244,13 @@ above 0.01 over 5,000 test molecules): {report.get('active_units', '?')} of {mc[
 |---|---|
 {moses}
 
+## The MOSES table, raw and grammar-consistent samples
+`scripts/benchmark_moses.py`'s tables of the saved model (`molvae.sample` returns the
+grammar-consistent samples by default; the raw ones are every draw):
+
+{START}
+{report.get("moses_table", "")}{END}
+
 Reproduce: `bash scripts/train_default.sh runs/moses_default 100m`, repeated (each call
 continues the run exactly where the last one stopped) until step {report['step']}, then
 `python scripts/finalize_default.py runs/moses_default/last.safetensors` (finalizing took
@@ -324,6 +340,7 @@ def main() -> None:
             md = markdown(bench, "molvae (bundled)")
             write(bench, md, OUT / "moses_benchmark")
             update_readme(ROOT / "README.md", md)
+            report["moses_table"] = md  # the card's benchmark block, filled when it is written
     report["wall_s"] = time.time() - t_start
     print(json.dumps(report, indent=2))
     print(format_table({**r10, **report["samples_30k"],
