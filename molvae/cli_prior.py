@@ -62,7 +62,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        "samples to resemble) and save a copy of the model that samples from "
                        "it. The network is unchanged.")
     f.add_argument("input", help="molecules (.smi, .csv, .sdf; .gz ok)")
-    f.add_argument("-o", "--output", required=True, help="the new checkpoint, a .safetensors file (required, no default)")
+    f.add_argument("-o", "--output", required=True,
+                   help="the new checkpoint, a .safetensors file (required, no default)")
     f.add_argument("--kind", choices=("flow", "gmm"), default="flow",
                    help="affine coupling flow, or diagonal Gaussian mixture")
     f.add_argument("--molecules", type=_count, default=DEFAULT_MOLECULES, metavar="N",

@@ -68,3 +68,14 @@ def test_optimize_usage_errors_exit_2_with_one_line(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_optimize_inconsistent_invalid_spends_calls_only_on_consistent_decodes(tmp_path, capsys):
+    hist = tmp_path / "history.csv"
+    rc = main(["-q", "optimize", "qed", "--budget", "30", "--seed", "1", "--inconsistent",
+               "invalid", "--history", str(hist), "-o", str(tmp_path / "best.csv")])
+    assert rc == 0, capsys.readouterr().err
+    rows = _rows(hist)
+    assert len(rows) == 30 and {r["consistent"] for r in rows} == {"yes"}
+    assert main(["optimize", "qed", "--inconsistent", "drop"]) == 2
+    assert "--inconsistent" in capsys.readouterr().err
