@@ -43,10 +43,12 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def _check_rows(args: argparse.Namespace, model: Any, inputs: InputRows,
-                seed: int) -> list[dict[str, str]]:
-    """The model's view of every input row: standardization, reproduction, domain."""
-    from .domain import assess
-    found = assess(model, inputs.texts, reconstruct=not args.no_check, seed=seed)
+                seed: int) -> tuple[list[dict[str, str]], Any]:
+    """The model's view of every input row (standardization, reproduction, domain), and
+    what computing it prepared (:class:`molvae.domain.Details`)."""
+    from .domain import assess_details
+    found, details = assess_details(model, inputs.texts, reconstruct=not args.no_check,
+                                    seed=seed)
     rows = []
     outside = []
     for i, a in enumerate(found):
@@ -66,7 +68,7 @@ def _check_rows(args: argparse.Namespace, model: Any, inputs: InputRows,
     if len(outside) > 5:
         log.warning("%d more inputs are outside the model's domain or not reproduced (see the "
                     "in_domain and exact columns)", len(outside) - 5)
-    return rows
+    return rows, details
 
 
 def _summary(rows: list[dict[str, str]], what: str) -> None:
@@ -79,7 +81,7 @@ def _summary(rows: list[dict[str, str]], what: str) -> None:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from .generate import elbo, encode
+    from .generate import elbo_prepared, encode_prepared
     from .io import TableWriter, write_status_table
     if args.elbo_samples < 1:
         raise UsageError(f"--elbo-samples must be >= 1, got {args.elbo_samples}")
@@ -91,12 +93,14 @@ def cmd_encode(args: argparse.Namespace) -> int:
     inputs = read_input(args)
     model = load_model(args)
     seed = seed_of(args)
-    checks = _check_rows(args, model, inputs, seed)
-    z = encode(model, inputs.texts, errors="nan", sample_posterior=args.sample, seed=seed)
+    checks, details = _check_rows(args, model, inputs, seed)
+    # the inputs were standardized once, for the checks; the latents and ELBO reuse that
+    z = encode_prepared(model, details.prep, sample_posterior=args.sample, seed=seed)
     cols = [*inputs.columns, "input", *CHECK_COLUMNS]
     extra: dict[str, np.ndarray] = {}
     if args.elbo:
-        extra = elbo(model, inputs.texts, n_samples=args.elbo_samples, seed=seed)
+        extra = (details.elbo if args.elbo_samples == details.n_samples else
+                 elbo_prepared(model, details.prep, n_samples=args.elbo_samples, seed=seed))
         cols += ["neg_elbo", "recon", "kl"]
     pcols, props = property_columns(args, [c["standardized"] or None for c in checks], model,
                                    progress=True)
@@ -132,7 +136,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     inputs = read_input(args)
     model = load_model(args)
     seed = seed_of(args)
-    checks = _check_rows(args, model, inputs, seed)
+    checks, _ = _check_rows(args, model, inputs, seed)
     pcols, props = property_columns(args, [c["reconstruction"] or None for c in checks], model,
                                    progress=True)
     # `smiles` is the reconstruction, so .smi/.sdf outputs hold the decoded molecules

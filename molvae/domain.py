@@ -72,7 +72,7 @@ from . import chem, generate
 from .checkpoint import Model
 from .vocab import SPECIALS, Vocab
 
-__all__ = ["policy", "prepare_settings", "vocab_atoms", "VocabAtoms",
+__all__ = ["policy", "prepare_settings", "vocab_atoms", "VocabAtoms", "assess_details", "Details",
            "compute", "assess", "Assessment", "percentile", "RECORD_VERSION", "LEVELS",
            "MAX_PERCENTILE"]
 
@@ -237,12 +237,13 @@ def _row_stats(model: Model, rows: list[list[int]]) -> dict[str, Any]:
 
 
 def _per_token(model: Model, items: Sequence[Any], n_samples: int, seed: int
-               ) -> tuple[generate.PreparedInputs, np.ndarray]:
-    """-ELBO per token of each item (NaN where it cannot be encoded) and its preparation."""
+               ) -> tuple[generate.PreparedInputs, np.ndarray, dict[str, np.ndarray]]:
+    """-ELBO per token of each item (NaN where it cannot be encoded), its preparation, and
+    the per-molecule ELBO parts (:func:`molvae.generate.elbo`)."""
     prep = generate.prepare_inputs(model, items)
-    neg = generate.elbo(model, items, n_samples=n_samples, seed=seed)["neg_elbo"]
+    parts = generate.elbo_prepared(model, prep, n_samples=n_samples, seed=seed)
     steps = np.array([len(r) + 1 if r is not None else np.nan for r in prep.ids], dtype=float)
-    return prep, neg / steps
+    return prep, parts["neg_elbo"] / steps, parts
 
 
 def compute(model: Model, train_smiles: Sequence[Any], test_smiles: Sequence[Any], *,
@@ -265,7 +266,7 @@ def compute(model: Model, train_smiles: Sequence[Any], test_smiles: Sequence[Any
     if not rows:
         raise ValueError("compute() needs training molecules the model can encode")
     rejected = Counter(status for _, _, status, _ in prep.problems)
-    test_prep, per_token = _per_token(model, test, n_samples, seed)
+    test_prep, per_token, _ = _per_token(model, test, n_samples, seed)
     ok = per_token[np.isfinite(per_token)]
     if len(ok) == 0:
         raise ValueError("compute() needs test molecules the model can encode")
@@ -360,12 +361,29 @@ def assess(model: Model, smiles: Sequence[Any], *, reconstruct: bool = True,
     is more unusual; NaN without a record), ``in_domain`` (the rule in the module docstring)
     and ``warning`` (why not, "" when in domain).
 
-    Every step runs once for all inputs (one standardization pass each for the encoder and
-    the ELBO, one encoder call, one decoder call).
+    Every step runs once for all inputs (one standardization pass, one encoder call, one
+    decoder call); :func:`assess_details` also returns what they computed.
     """
+    return assess_details(model, smiles, reconstruct=reconstruct, seed=seed)[0]
+
+
+@dataclass
+class Details:
+    """What :func:`assess_details` computed on the way: the standardized inputs (for
+    :func:`molvae.generate.encode_prepared`) and the ELBO parts with their sample count."""
+
+    prep: generate.PreparedInputs
+    elbo: dict[str, np.ndarray]
+    n_samples: int
+
+
+def assess_details(model: Model, smiles: Sequence[Any], *, reconstruct: bool = True,
+                   seed: int = 0) -> tuple[list[Assessment], Details]:
+    """:func:`assess`, and the :class:`Details` it computed, so that a caller that also
+    encodes or scores the molecules does not standardize them again."""
     domain = model.domain
     n_samples = int(domain["test"].get("n_samples", 8)) if domain else 8
-    prep, per_token = _per_token(model, smiles, n_samples, seed)
+    prep, per_token, parts = _per_token(model, smiles, n_samples, seed)
     pct = percentile(domain, per_token)
     good = [i for i, r in enumerate(prep.ids) if r is not None]
     recon: list[str | None] = [None] * len(prep.ids)
@@ -415,4 +433,4 @@ def assess(model: Model, smiles: Sequence[Any], *, reconstruct: bool = True,
             (recon[i] == target) if reconstruct else None, float(sim), heavy, len(row),
             float(per_token[i]), float(pct[i]), not why,
             "outside the model's domain: " + "; ".join(why) if why else ""))
-    return out
+    return out, Details(prep, parts, n_samples)

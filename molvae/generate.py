@@ -44,6 +44,7 @@ __all__ = ["MoleculeError", "LowAcceptanceError", "SampleStats", "SampleIterator
            "iter_sample", "iter_sample_ids", "encode", "decode",
            "reconstruct", "reconstruction_rate", "active_units",
            "interpolate", "neighbours", "elbo", "prepare_inputs", "posterior", "sample_latent",
+           "encode_prepared", "elbo_prepared",
            "fresh_seed"]
 
 
@@ -193,6 +194,14 @@ def encode(model: Model, items: Sequence[Any], errors: str = "raise", *,
     prep = prepare_inputs(model, items)
     if prep.problems and errors == "raise":
         raise MoleculeError(prep.problems)
+    return encode_prepared(model, prep, sample_posterior=sample_posterior, seed=seed,
+                           batch_size=batch_size)
+
+
+def encode_prepared(model: Model, prep: PreparedInputs, *, sample_posterior: bool = False,
+                    seed: int | None = None, batch_size: int = 1000) -> torch.Tensor:
+    """:func:`encode` of inputs already standardized by :func:`prepare_inputs` (NaN rows for
+    the ones it could not prepare): the same numbers without standardizing twice."""
     good = [i for i, r in enumerate(prep.ids) if r is not None]
     mu, logvar = posterior(model, [prep.ids[i] for i in good], batch_size)  # type: ignore[misc]
     if sample_posterior and len(good):
@@ -340,7 +349,14 @@ def elbo(model: Model, smiles: Sequence[Any], n_samples: int = 8, seed: int | No
     """
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-    prep = prepare_inputs(model, smiles)
+    return elbo_prepared(model, prepare_inputs(model, smiles), n_samples, seed, batch_size)
+
+
+def elbo_prepared(model: Model, prep: PreparedInputs, n_samples: int = 8,
+                  seed: int | None = 0, batch_size: int = 500) -> dict[str, np.ndarray]:
+    """:func:`elbo` of inputs already standardized by :func:`prepare_inputs`."""
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     n = len(prep.ids)
     neg, rec, kl = (np.full(n, np.nan) for _ in range(3))
     good = [i for i, r in enumerate(prep.ids) if r is not None]

@@ -204,6 +204,25 @@ def test_encode_with_elbo(capsys, run_dir, smi_file):
                                                            abs=2e-4)
 
 
+@pytest.mark.parametrize("elbo_samples", [2, 8])  # 8: the domain record's count, reused
+def test_encode_numbers_are_the_api_numbers(capsys, tmp_path, run_dir, smi_file, elbo_samples):
+    """The CLI standardizes once and reuses it: its sampled latents and -ELBO columns are what
+    molvae.encode and molvae.elbo give for the same seed."""
+    out = tmp_path / "z.npy"
+    code, _, err = _run(capsys, "-q", "encode", smi_file, "--model", run_dir, "-o", out,
+                        "--sample", "--elbo", "--elbo-samples", elbo_samples, "--seed", 5)
+    assert code == 0, err
+    model = molvae.load(run_dir)
+    texts = [t for t, _ in ENCODE_INPUT]
+    want = molvae.encode(model, texts, errors="nan", sample_posterior=True, seed=5).numpy()
+    np.testing.assert_allclose(np.load(out), want, atol=1e-6)
+    parts = molvae.elbo(model, texts, n_samples=elbo_samples, seed=5)
+    table = list(csv.DictReader((tmp_path / "z.status.csv").open()))
+    for row, v in zip(table, parts["neg_elbo"]):
+        assert (row["neg_elbo"] == "") if np.isnan(v) else float(row["neg_elbo"]) == (
+            pytest.approx(v, abs=1e-4))
+
+
 def test_encode_csv_file_with_column(capsys, tmp_path, run_dir):
     path = tmp_path / "mols.csv"
     path.write_text("id,structure\n1,CCO\n2,\n3,c1ccccc1\n")
