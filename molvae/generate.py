@@ -11,12 +11,13 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 
-from . import chem
+from . import chem, parallel
 from .checkpoint import Model
 from .data import pad_ids
 from .decoding import (  # noqa: F401  (re-exported: the public names and what tests use)
@@ -39,6 +40,7 @@ from .sampling import (  # noqa: F401  (re-exported)
     iter_sample_ids,
     sample,
 )
+from .vocab import Vocab
 
 __all__ = ["MoleculeError", "LowAcceptanceError", "SampleStats", "SampleIterator", "sample",
            "iter_sample", "iter_sample_ids", "encode", "decode",
@@ -116,47 +118,58 @@ class PreparedInputs:
     notes: list[str]  # what standardization changed, per item ("" for nothing)
 
 
-def prepare_inputs(model: Model, items: Sequence[Any]) -> PreparedInputs:
+def _prepare_chunk(payload: tuple[list[str], dict[str, int], dict[str, Any], int],
+                   items: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """prepare_inputs' work for a chunk of items (in a worker process for large inputs): per
+    item (id row or None, canonical SMILES, note, None or (shown input, status, reason))."""
+    symbols, constraints, settings, max_len = payload
+    vocab = Vocab(tuple(symbols), constraints)
+    out = []
+    with chem.constraints(constraints):
+        for item in items:
+            p = chem.prepare(item, **settings)
+            row, problem = None, None
+            if not p.ok:
+                problem = (p.status, p.reason)
+            elif unknown := vocab.unknown(p.selfies):
+                charged = any(("+" in s or "-" in s) for s in unknown)
+                hint = " (charged atoms left after neutralization)" if (
+                    charged and settings["neutralize"]) else ""
+                problem = (chem.UNKNOWN_TOKEN, "symbols not in the model vocabulary: "
+                           + " ".join(dict.fromkeys(unknown)) + hint)
+            else:
+                row = vocab.encode(p.selfies)
+                if len(row) > max_len:
+                    problem = (chem.TOO_LONG, f"{len(row)} SELFIES symbols, the model allows "
+                               f"{max_len}")
+                    row = None
+            shown = None
+            if problem is not None:
+                shown = chem.canonical_smiles(item) if chem.is_mol(item) else item
+            out.append((row, p.smiles, p.note, None if problem is None else (shown, *problem)))
+    return out
+
+
+def prepare_inputs(model: Model, items: Sequence[Any], *, jobs: int | None = None,
+                   progress: bool = False) -> PreparedInputs:
     """Standardize with the model's policy (:func:`molvae.domain.policy`, resolved against its
-    vocabulary) and map to ids; problems listed per item, notes kept per item."""
+    vocabulary) and map to ids; problems listed per item, notes kept per item. Large inputs
+    are standardized on ``jobs`` worker processes (:func:`molvae.parallel.pmap`: every core
+    by default, in this process below its threshold), with a progress bar if asked."""
     if isinstance(items, (str, bytes)) or chem.is_mol(items):
         raise TypeError("pass a list of molecules, e.g. encode(model, ['CCO'])")
     cfg = model.config
     rules = chem.standardization_policy(cfg.largest_fragment, cfg.keep_stereo,
                                         (model.domain or {}).get("policy"))
     settings = chem.prepare_settings(rules, model.vocab.symbols)
-    ids: list[list[int] | None] = []
-    canonical: list[str | None] = []
-    notes: list[str] = []
-    problems = []
-    with chem.constraints(model.vocab.constraints):
-        for i, item in enumerate(items):
-            p = chem.prepare(item, **settings)
-            shown = chem.canonical_smiles(item) if chem.is_mol(item) else item
-            canonical.append(p.smiles)
-            notes.append(p.note)
-            if not p.ok:
-                problems.append((i, shown, p.status, p.reason))
-                ids.append(None)
-                continue
-            unknown = model.vocab.unknown(p.selfies)
-            if unknown:
-                charged = any(("+" in s or "-" in s) for s in unknown)
-                hint = " (charged atoms left after neutralization)" if (
-                    charged and settings["neutralize"]) else ""
-                problems.append((i, shown, chem.UNKNOWN_TOKEN, "symbols not in the model "
-                                 "vocabulary: " + " ".join(dict.fromkeys(unknown)) + hint))
-                ids.append(None)
-                continue
-            row = model.vocab.encode(p.selfies)
-            if len(row) > cfg.max_len:
-                problems.append((i, shown, chem.TOO_LONG, f"{len(row)} SELFIES symbols, the "
-                                 f"model allows {cfg.max_len}"))
-                ids.append(None)
-                continue
-            ids.append(row)
-    smiles = [None if r is None else p for r, p in zip(ids, canonical)]
-    return PreparedInputs(ids, problems, smiles, notes)
+    payload = (list(model.vocab.symbols), dict(model.vocab.constraints), settings, cfg.max_len)
+    results = parallel.pmap(partial(_prepare_chunk, payload), list(items), jobs=jobs,
+                            progress=progress, desc="standardizing")
+    ids = [row for row, _, _, _ in results]
+    problems = [(i, *problem) for i, (_, _, _, problem) in enumerate(results)
+                if problem is not None]
+    smiles = [None if row is None else smi for row, smi, _, _ in results]
+    return PreparedInputs(ids, problems, smiles, [note for _, _, note, _ in results])
 
 
 def _check_errors(errors: str) -> None:

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 FIT_KINDS = ("gmm", "flow")
 DEFAULT_MOLECULES = 100_000
-CHUNK = 10_000  # molecules standardized and encoded per step (the progress bars' step)
+CHUNK = 10_000  # molecules per encoder step (the progress bar's step)
 
 
 def with_density(model: Model, info: dict[str, Any],
@@ -55,21 +55,15 @@ def posterior_samples(model: Model, smiles: Sequence[Any], per_molecule: int = 1
     """z ~ q(z|x), ``per_molecule`` draws for each usable molecule. Returns (points
     (M * per_molecule, Z), the skipped molecules as (index, input, status, reason))."""
     smiles = list(smiles)
-    rows: list[list[int]] = []
-    problems: list[tuple[int, Any, str, str]] = []
-    step = CHUNK
-    bar = tqdm(total=len(smiles), desc="standardizing", unit="mol", disable=not progress)
-    for s in range(0, len(smiles), step):  # RDKit work, a minute per 100,000: show it
-        prep = prepare_inputs(model, smiles[s: s + step])
-        rows += [r for r in prep.ids if r is not None]
-        problems += [(s + i, text, status, reason) for i, text, status, reason in prep.problems]
-        bar.update(len(prep.ids))
-    bar.close()
+    prep = prepare_inputs(model, smiles, progress=progress)  # RDKit work: a bar over it
+    rows = [r for r in prep.ids if r is not None]
+    problems = prep.problems
     if not rows:
         raise ValueError(f"none of the {len(smiles)} molecules can be read by this model "
                          f"(first problem: {problems[0][3] if problems else '?'})")
     g = torch.Generator().manual_seed(int(seed))
     out = []
+    step = CHUNK
     bar = tqdm(total=len(rows), desc="posteriors", unit="mol", disable=not progress)
     for s in range(0, len(rows), step):
         mu, logvar = posterior(model, rows[s: s + step])

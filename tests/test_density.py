@@ -151,12 +151,12 @@ def test_prior_fit_bad_input_is_specific(tiny):
         prior.fit(tiny, [], "gmm")
 
 
-def test_posterior_samples_in_chunks_name_skipped_molecules_by_their_index(tiny, moses_smiles,
+def test_posterior_samples_name_skipped_molecules_by_their_index(tiny, moses_smiles,
                                                                           monkeypatch):
     mols = [moses_smiles[0], "not a molecule", moses_smiles[1], moses_smiles[2], "C1CC",
             moses_smiles[3]]
     whole, skipped = prior.posterior_samples(tiny, mols, seed=2)
-    monkeypatch.setattr(prior, "CHUNK", 2)  # three chunks: indices must stay global
+    monkeypatch.setattr(prior, "CHUNK", 2)  # three encoder steps: the same draws
     parts, skipped2 = prior.posterior_samples(tiny, mols, seed=2)
     assert [i for i, *_ in skipped] == [i for i, *_ in skipped2] == [1, 4]
     assert skipped2[1][1] == "C1CC" and whole.shape == (4, tiny.config.latent_dim)

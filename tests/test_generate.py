@@ -491,3 +491,17 @@ def test_elbo_rejects_bad_arguments(model):
     with pytest.raises(TypeError):
         molvae.elbo(model, "CCO")
 
+
+
+def test_prepare_inputs_in_worker_processes_matches_in_process(model, moses_smiles):
+    """At or above parallel.MIN_PARALLEL items standardization runs on a process pool: the
+    same ids, SMILES, notes and problems (with their global indices) as in this process."""
+    from molvae import parallel
+    from molvae.generate import prepare_inputs
+    items = (list(moses_smiles) * 3)[: parallel.MIN_PARALLEL]
+    items[5], items[-3] = "not a molecule", "[Si](C)(C)C"
+    pooled = prepare_inputs(model, items, jobs=2)
+    inline = prepare_inputs(model, items, jobs=1)
+    assert pooled == inline
+    assert [i for i, *_ in pooled.problems][:1] == [5]
+    assert len(pooled.problems) >= 2 and pooled.problems[-1][0] == len(items) - 3
