@@ -25,22 +25,32 @@ from .checkpoint import Model
 from .parallel import pool_context
 from .vocab import EOS, Vocab
 
-__all__ = ["BLOCK", "fresh_seed", "sample_latent"]
+__all__ = ["BLOCK", "fresh_seed", "sample_latent", "decode_strings", "consistency"]
 
 
 # -------------------------------------------------------------------------- post-processing
-def _decoded(vocab: Vocab, ids: np.ndarray, settings: dict[str, Any] | None = None
-             ) -> tuple[list[str | None], list[bool] | None]:
-    """Id rows (B, L) -> canonical SMILES (None where invalid) and, with ``settings`` (the
-    model's :func:`_check_settings`), each row's grammar-consistency flag
-    (:func:`molvae.chem.consistent_many`); None without."""
+def _strings(vocab: Vocab, ids: np.ndarray) -> tuple[list[str | None], list[str | None]]:
+    """Id rows (B, L) -> the SELFIES strings and their canonical SMILES (None where invalid)."""
     with chem.constraints(vocab.constraints):
         # a row that never reached [eos] ran past max_len: not a molecule the model allows
         ended = (ids == EOS).any(1)
         selfies = [vocab.decode(row) if end else None for row, end in zip(ids.tolist(), ended)]
-        smiles = chem.selfies_to_smiles_many(selfies)
-        flags = None if settings is None else chem.consistent_many(selfies, smiles, settings)
-    return smiles, flags
+        return selfies, chem.selfies_to_smiles_many(selfies)
+
+
+def _flags(vocab: Vocab, selfies: list[str | None], smiles: list[str | None],
+           settings: dict[str, Any]) -> list[bool]:
+    """Grammar-consistency flags (:func:`molvae.chem.consistent_many`) of decoded strings."""
+    with chem.constraints(vocab.constraints):
+        return chem.consistent_many(selfies, smiles, settings)
+
+
+def _decoded(vocab: Vocab, ids: np.ndarray, settings: dict[str, Any] | None = None
+             ) -> tuple[list[str | None], list[bool] | None]:
+    """Id rows (B, L) -> canonical SMILES (None where invalid) and, with ``settings`` (the
+    model's :func:`_check_settings`), each row's grammar-consistency flag; None without."""
+    selfies, smiles = _strings(vocab, ids)
+    return smiles, None if settings is None else _flags(vocab, selfies, smiles, settings)
 
 
 def _smiles_of(vocab: Vocab, ids: np.ndarray) -> list[str | None]:
@@ -241,6 +251,24 @@ def _decode_ids(model: Model, z: torch.Tensor, temperature: float,
     ids = model.net.decoder.generate(z.to(model.device).float(), model.config.max_len + 1,
                                      temperature=temperature, noise=noise)
     return ids.cpu().numpy()
+
+
+def decode_strings(model: Model, z: torch.Tensor, temperature: float, seed: int | None
+                   ) -> tuple[list[str | None], list[str | None]]:
+    """The SELFIES strings and SMILES that ``decode(model, z, temperature, seed)`` decodes, as
+    plain synchronous code (sized for an optimizer's batches), so that a caller can check the
+    consistency of only the rows it needs (:func:`consistency`)."""
+    model.net.eval()
+    with torch.no_grad():
+        _, noise = _randoms(model, _base_seed(seed), 0, len(z), False, temperature)
+        ids = _decode_ids(model, z, temperature, noise)  # (N, <= max_len + 1)
+    return _strings(model.vocab, ids)
+
+
+def consistency(model: Model, selfies: list[str | None], smiles: list[str | None]
+                ) -> list[bool]:
+    """Grammar-consistency flags of strings :func:`decode_strings` gave."""
+    return _flags(model.vocab, selfies, smiles, _check_settings(model))
 
 
 def _decode_one_chunk(model: Model, z: torch.Tensor, temperature: float,

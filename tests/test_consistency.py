@@ -263,3 +263,17 @@ def test_cli_interpolate_and_neighbours_write_the_flag(capsys):
     rows = list(csv.DictReader(io.StringIO(out)))
     assert rows[0]["consistent"] == "" and all(r["consistent"] in ("yes", "no")
                                                for r in rows[1:])
+
+
+def test_decode_strings_and_consistency_match_decode(bundled):
+    """The optimizer's path (strings first, flags only for the rows it needs) gives decode()'s
+    molecules and flags, across random blocks and at temperature > 0."""
+    from molvae.decoding import consistency, decode_strings
+    z = torch.randn(150, bundled.config.latent_dim, generator=torch.Generator().manual_seed(4))
+    smiles, flags = molvae.decode(bundled, z, temperature=0.7, seed=11, with_consistency=True)
+    selfies, smiles2 = decode_strings(bundled, z, 0.7, 11)
+    assert smiles2 == smiles and len(selfies) == 150
+    assert consistency(bundled, selfies, smiles2) == flags
+    rows = [3, 70, 149]
+    assert consistency(bundled, [selfies[i] for i in rows], [smiles[i] for i in rows]) == [
+        flags[i] for i in rows]
