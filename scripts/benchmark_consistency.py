@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 from benchmark_moses import hardware  # scripts/ is on sys.path when run as a script
@@ -144,7 +145,7 @@ def main() -> None:
     device = str(resolve_device(args.device))
     model = molvae.load(args.model, device=device)
     res: dict = {"hardware": {**hardware(device), "load_1min": os.getloadavg()[0]},
-                 "model": model.path, "seed": args.seed}
+                 "model": Path(model.path).name if model.path else None, "seed": args.seed}
     molvae.sample(model, 64, seed=1, consistent=False)  # warm-up
     res.update(measure(model, args.n, args.seed, args.batch_size))
     if args.quality:

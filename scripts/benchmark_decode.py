@@ -107,7 +107,8 @@ def main() -> None:
                      "device": args.device, "threads": torch.get_num_threads(),
                      # other work on a shared machine slows torch's multi-threaded ops most
                      "load_average_1min_start": os.getloadavg()[0]},
-        "model": model.path, "latent_dim": model.config.latent_dim,
+        "model": Path(model.path).name if model.path else None,
+        "latent_dim": model.config.latent_dim,
         "molecules": f"first {n_max} rows of data/moses/train.csv.gz",
         "temperature": args.temperature, "seed": args.seed, "repeats": args.repeats,
         "sizes": [],

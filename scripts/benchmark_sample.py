@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -51,7 +52,7 @@ def main() -> None:
     res: dict = {"hardware": {"cpu": platform.processor() or platform.machine(),
                               "cores": os.cpu_count(), "device": device,
                               "torch": torch.__version__, "threads": torch.get_num_threads()},
-                 "model": model.path, "n": args.n}
+                 "model": Path(model.path).name if model.path else None, "n": args.n}
     if device.startswith("cuda"):
         res["hardware"]["gpu"] = torch.cuda.get_device_name(0)
 
