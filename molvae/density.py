@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["KINDS", "sample", "log_prob", "fit_gmm", "gmm_log_prob", "CouplingFlow", "fit_flow"]
+__all__ = ["KINDS", "check_kind", "sample", "log_prob", "fit_gmm", "gmm_log_prob",
+           "CouplingFlow", "fit_flow"]
 
 KINDS = ("normal", "gmm", "flow")
 
@@ -232,7 +233,8 @@ def fit_flow(x: torch.Tensor, layers: int = 8, hidden: int = 256, steps: int = 4
 
 
 # ------------------------------------------------------------------------ sample, log_prob
-def _check(info: dict[str, Any]) -> str:
+def check_kind(info: dict[str, Any]) -> str:
+    """The density's kind; a clear error for one this molvae does not know."""
     kind = info.get("kind", "normal")
     if kind not in KINDS:
         raise ValueError(f"unknown sampling density {kind!r} in the checkpoint (this molvae "
@@ -243,7 +245,7 @@ def _check(info: dict[str, Any]) -> str:
 def sample(info: dict[str, Any], tensors: dict[str, torch.Tensor], n: int, dim: int,
            generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
     """n points (n, dim) from the density ``info`` with parameters ``tensors``."""
-    kind = _check(info)
+    kind = check_kind(info)
     eps = torch.randn((n, dim), generator=generator, device=device)
     if kind == "normal":
         return eps
@@ -258,7 +260,7 @@ def sample(info: dict[str, Any], tensors: dict[str, torch.Tensor], n: int, dim: 
 def log_prob(info: dict[str, Any], tensors: dict[str, torch.Tensor], z: torch.Tensor
              ) -> torch.Tensor:
     """log density of points z (N, D): (N,). Differentiable in z (for gradient penalties)."""
-    kind = _check(info)
+    kind = check_kind(info)
     z = z.float()
     if kind == "normal":
         return -0.5 * (z.pow(2).sum(1) + z.shape[1] * math.log(2 * math.pi))

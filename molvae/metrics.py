@@ -523,13 +523,12 @@ def fcd(
     canonical = parallel.pmap(_canonical_chunk, samples, jobs=n_jobs)
     gen = [c for c in canonical if c is not None]
     if reference is None:
-        stats = shipped_reference("test")
-        pref = {"mu": stats["fcd_mu"], "sigma": stats["fcd_sigma"]}
-        return _fcd_distance(model, pref, _fcd_stats(model, gen, progress, "ChemNet"))
-    # the reference's ChemNet statistics come from the same on-disk cache evaluate() uses
-    folder = _cache_dir(cache_dir)
-    key = _key(reference, "reference")
-    pref = _load_npz(None if folder is None else folder / f"fcd-{key[:32]}.npz")
+        shipped = shipped_reference("test")
+        pref = {"mu": shipped["fcd_mu"], "sigma": shipped["fcd_sigma"]}
+    else:  # the reference's ChemNet statistics come from the on-disk cache evaluate() uses
+        folder = _cache_dir(cache_dir)
+        key = _key(reference, "reference")
+        pref = _load_npz(None if folder is None else folder / f"fcd-{key[:32]}.npz")
     if pref is None:
         stats = reference_statistics(
             reference,

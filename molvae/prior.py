@@ -41,7 +41,7 @@ CHUNK = 10_000  # molecules per encoder step (the progress bar's step)
 def with_density(model: Model, info: dict[str, Any],
                  tensors: dict[str, torch.Tensor] | None = None) -> Model:
     """A shallow copy of ``model`` (the same network) that samples from another density."""
-    density._check(info)
+    density.check_kind(info)
     m = copy.copy(model)
     m.prior = dict(info)
     m.prior_tensors = {k: v.to(model.device) for k, v in (tensors or {}).items()}
