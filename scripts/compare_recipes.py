@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+import molvae
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # every recipe continues at a small constant learning rate with the KL weight at its final
@@ -112,9 +114,8 @@ def main() -> None:
     runs = Path(args.runs)
     data = subset(runs / f"train{args.molecules}.csv", args.molecules, args.seed)
     # tokenize once (the runs share the cache), then train the recipes
-    subprocess.run([sys.executable, "-c", "import molvae.data as d, molvae; "
-                    f"d.load_dataset({str(data)!r}, vocab=molvae.load({args.init!r}).vocab, "
-                    "progress=True)"], check=True)
+    from molvae.data import load_dataset
+    load_dataset(data, vocab=molvae.load(args.init).vocab, progress=True)
     pending = [n for n in args.recipes if not (runs / n / "metrics.csv").exists()
                or not last_val(runs / n)]
     active: list[tuple[str, subprocess.Popen]] = []
