@@ -149,8 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val", default=None, help="validation file (default: a seeded split)")
     t.add_argument("--config", default=None,
                    help="a preset name (moses: the bundled model's recipe, which the "
-                        "defaults below already are) or a TOML file with [model] and [train] "
-                        "tables (default: the moses recipe)")
+                        "defaults below already are; moses_gpu: the same with a two-layer "
+                        "decoder) or a TOML file with [model] and [train] tables (default: "
+                        "the moses recipe)")
     add_seed_arg(t)
     t.add_argument("--device", default="auto", help="auto | cpu | cuda")
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly")

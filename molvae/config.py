@@ -290,7 +290,7 @@ def from_dict(cls: type, values: dict[str, Any], where: str = "") -> Any:
 
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
-PRESETS = ("moses",)  # named recipes shipped with the package: presets/<name>.toml
+PRESETS = ("moses", "moses_gpu")  # named recipes shipped with the package: presets/<name>.toml
 
 
 def load_preset(name: str) -> tuple[dict[str, Any], dict[str, Any]]:

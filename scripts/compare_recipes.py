@@ -17,6 +17,11 @@ validation (the bundled weights, measured like the others).
 
     python scripts/compare_recipes.py --minutes 15 --out molvae/pretrained/recipes
     python scripts/compare_recipes.py --minutes 1 --molecules 5000 --recipes teacher  # quick
+    python scripts/compare_recipes.py --recipes dec_1x512 dec_2x512 --minutes 40 \\
+        --runs runs/decoder_size --out molvae/pretrained/decoder_size   # from scratch
+
+The ``dec_*`` recipes train from random weights instead (decoder depth can only be compared
+that way), at equal wall time, so the deeper decoder gets fewer steps.
 """
 
 from __future__ import annotations
@@ -50,6 +55,15 @@ RECIPES = {
     "free_bits_0.3": ["--free-bits", "0.3"],  # more KL pressure: posteriors nearer N(0, I)
     "beta_2": ["--beta", "2"],
 }
+# decoder size can only be compared from random weights: these recipes train from scratch
+# (the moses recipe at a constant learning rate, the KL warm-up shortened to fit a short
+# budget), differing only in the decoder's depth
+SCRATCH_COMMON = ["--config", "moses", "--lr-schedule", "constant", "--kl-warmup-steps", "500"]
+SCRATCH = {
+    "dec_1x512": ["--dec-layers", "1"],
+    "dec_2x512": ["--dec-layers", "2"],
+    "dec_3x512": ["--dec-layers", "3"],
+}
 KEYS = ("step", "prior_consistent", "prior_fcd", "recon_exact", "recon", "kl", "token_acc",
         "active_units", "elapsed_s")
 
@@ -71,8 +85,11 @@ def subset(path: Path, n: int, seed: int) -> Path:
 def command(name: str, data: Path, out: Path, minutes: float, val_every: int,
             init: str) -> list[str]:
     base = [sys.executable, "-m", "molvae", "-q", "train", str(data), "--out", str(out),
-            "--init", init, "--seed", "0", "--threads", "1", "--val-every", str(val_every),
+            "--seed", "0", "--threads", "1", "--val-every", str(val_every),
             "--val-fcd", "true", "--checkpoint-every", str(val_every)]
+    if name in SCRATCH:
+        return base + SCRATCH_COMMON + ["--max-time", f"{minutes}m"] + SCRATCH[name]
+    base += ["--init", init]
     if name == "start":
         return base + RECIPES["start"]
     return base + COMMON + ["--max-time", f"{minutes}m"] + RECIPES[name]
@@ -98,7 +115,9 @@ def table(res: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    ap.add_argument("--recipes", nargs="+", default=list(RECIPES),
+                    choices=[*RECIPES, *SCRATCH],
+                    help="continuing recipes, or the from-scratch decoder sizes (dec_*)")
     ap.add_argument("--minutes", type=float, default=15.0, help="wall time per recipe")
     ap.add_argument("--molecules", type=int, default=200_000)
     ap.add_argument("--val-every", type=int, default=200)
@@ -138,9 +157,12 @@ def main() -> None:
     for name in args.recipes:
         out = runs / name
         cfg = json.loads((out / "config.json").read_text())
-        res["recipes"][name] = {"val": last_val(out), "args": RECIPES[name],
+        res["recipes"][name] = {"val": last_val(out),
+                                "args": RECIPES.get(name) or SCRATCH_COMMON + SCRATCH[name],
                                 "train_config": cfg["train_config"]}
-    md = (f"Each recipe continued the bundled model for {args.minutes:g} minutes (one thread, "
+    how = ("trained from random weights (the moses recipe, constant lr, KL warm-up 500 steps)"
+           if all(n in SCRATCH for n in args.recipes) else "continued the bundled model")
+    md = (f"Each recipe {how} for {args.minutes:g} minutes (one thread, "
           f"{args.parallel} at a time) on {args.molecules:,} random MOSES train molecules; the "
           "last validation row: 1,000 prior samples z ~ N(0, I) at temperature 1 (the same for "
           "every run) and the held-out split.\n\n" + table(res))

@@ -141,15 +141,17 @@ def _lr_schedule(tc: dict, changes: list[dict] | None = None) -> str:
     return text
 
 
-def _domain_section() -> str:
-    """The card's "## Domain" section as scripts/fit_domain.py measured it (kept verbatim, since
-    this script measures nothing about the domain), or nothing."""
+def _kept_section(title: str) -> str:
+    """A section of the current card that another script measured (kept verbatim, since this
+    script measures nothing about it), or nothing: "Domain" (scripts/fit_domain.py), "Recipe
+    choices" (scripts/compare_recipes.py)."""
     path = OUT / "MODEL_CARD.md"
     text = path.read_text() if path.exists() else ""
-    if "\n## Domain\n" not in text:
+    head = f"\n## {title}\n"
+    if head not in text:
         return ""
-    section = text.split("\n## Domain\n", 1)[1].split("\n## ", 1)[0]
-    return "## Domain\n" + section.rstrip() + "\n\n"
+    section = text.split(head, 1)[1].split("\n## ", 1)[0]
+    return f"## {title}\n" + section.rstrip() + "\n\n"
 
 
 def model_card(report: dict, run: Path) -> str:
@@ -198,7 +200,7 @@ GRU VAE: embedding {mc['embed_dim']}, bidirectional encoder GRU
 Vocabulary {len(cfg['vocab']['symbols']) + 3} tokens (SELFIES default constraints); stereo kept:
 {mc['keep_stereo']}; largest fragment: {mc['largest_fragment']}; max length {mc['max_len']} symbols.
 
-{_domain_section()}## Training
+{_kept_section('Domain')}## Training
 Loss per molecule: token cross-entropy + beta * sum_d max(KL_d, free_bits) with beta
 {tc['beta']} (linear warm-up over {tc['kl_warmup_steps']} steps) and free bits {tc['free_bits']}
 nats per dimension; AdamW lr {tc['lr']}{lr_text}; batch {tc['batch_size']}, gradient
@@ -211,7 +213,7 @@ token accuracy {float(last.get('token_acc', 'nan')):.4f},
 exact reconstruction {float(last.get('recon_exact', 'nan')):.3f},
 active units {last.get('active_units', '?')}.
 
-## Where z is drawn from
+{_kept_section('Recipe choices')}## Where z is drawn from
 Screened on {report['screen_n']:,} prior samples each at temperature 1.0 (FCD against the full
 MOSES test set); the lowest FCD/Test was kept: **{report['chosen_density']}**.
 

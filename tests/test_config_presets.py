@@ -49,3 +49,13 @@ def test_auto_threads_leaves_busy_cores(monkeypatch):
     assert auto_threads() == 3
     monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 0.0, 0.0))
     assert auto_threads() == 1
+
+
+def test_gpu_preset_is_the_moses_recipe_with_a_deeper_decoder():
+    model, train = load_preset("moses_gpu")
+    base_model, base_train = load_preset("moses")
+    assert train == base_train
+    assert model["dec_layers"] == 2
+    assert {k: v for k, v in model.items() if k != "dec_layers"} == \
+        {k: v for k, v in base_model.items() if k != "dec_layers"}
+    assert from_dict(ModelConfig, model).dec_layers == 2

@@ -78,6 +78,12 @@ def test_recipe_commands_and_metrics(recipes, tmp_path):
     assert cmd[cmd.index("--gumbel-frac-end") + 1] == "0.5" and "--val-fcd" in cmd
     start = recipes.command("start", tmp_path / "d.csv", tmp_path / "run", 3.0, 100, "m.st")
     assert "--max-time" not in start and start[start.index("--max-steps") + 1] == "1"
+    # decoder sizes train from random weights, differing only in depth
+    one, two = (recipes.command(n, tmp_path / "d.csv", tmp_path / "run", 3.0, 100, "m.st")
+                for n in ("dec_1x512", "dec_2x512"))
+    assert "--init" not in one and "--init" not in two
+    assert one[one.index("--dec-layers") + 1] == "1" and two[two.index("--dec-layers") + 1] == "2"
+    assert [a for a in one if a not in ("1", "2")] == [a for a in two if a not in ("1", "2")]
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.csv").write_text(
@@ -94,3 +100,17 @@ def test_recipe_subset_is_seeded(recipes, tmp_path):
     a = recipes.subset(tmp_path / "a.csv", 50, seed=3).read_text().splitlines()
     b = recipes.subset(tmp_path / "b.csv", 50, seed=3).read_text().splitlines()
     assert a == b and a[0] == "SMILES" and len(set(a[1:])) == 50
+
+
+def test_prepare_benchmark_compares_like_with_like():
+    """scripts/benchmark_prepare.py: both paths on the same molecules, outputs compared, and a
+    size below the pool threshold is labelled as running in process."""
+    bench = _load("benchmark_prepare")
+    model = molvae.load()
+    mols = ["CCO", "c1ccccc1O", "not a molecule", "CC(=O)Nc1ccc(O)cc1"]
+    r = bench.time_both(model, mols, jobs=2, repeats=1)
+    assert r["molecules"] == 4 and r["identical"] and not r["pooled"]
+    assert r["in_process_s"] > 0 and r["pool_s"] > 0
+    md = bench.table({"jobs": 2, "sizes": [r, {**r, "molecules": 5000, "pooled": True}]})
+    assert "| 4 |" in md and "(below the threshold: in process)" in md
+    assert md.splitlines()[-1].startswith("| 5,000 |") and "threshold" not in md.splitlines()[-1]
