@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 
@@ -25,14 +26,34 @@ def _checks(args: argparse.Namespace) -> None:
     output_check(args.output)
 
 
+def _options(items: list[str] | None) -> dict[str, object]:
+    """--option KEY=VALUE pairs: the value read as JSON (1.0, 20, true, "text") where it parses,
+    else as text."""
+    out: dict[str, object] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--option {item!r}: write KEY=VALUE, e.g. --option sigma0=1.0")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
 def cmd_optimize(args: argparse.Namespace) -> int:
     from .io import TableWriter, flag_text
-    from .optimize import METHODS, optimize
+    from .optimize import METHODS, check_options, optimize
     from .properties import ObjectiveError, get_objective, score
 
     _checks(args)
     if args.method not in METHODS:
         raise UsageError(f"--method {args.method!r}: choose from {', '.join(METHODS)}")
+    options = _options(args.option)
+    try:
+        check_options(args.method, options)
+    except ValueError as exc:
+        raise UsageError(f"--option: {exc}") from None
     try:
         objective = get_objective(args.objective)
     except ObjectiveError as exc:
@@ -43,7 +64,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
                           seed=seed_of(args), start=args.start, similarity_to=args.similarity_to,
                           min_similarity=args.min_similarity,
                           max_heavy_atoms=args.max_heavy_atoms,
-                          progress=not args.quiet, inconsistent=args.inconsistent)
+                          progress=not args.quiet, inconsistent=args.inconsistent, **options)
     except ValueError as exc:
         raise UsageError(str(exc).replace("\n", " ")) from None
     top = result.top(args.top)
@@ -107,6 +128,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="a decode whose SELFIES string is not grammar-consistent: score it, "
                         "treat it as invalid (no oracle call), or sample the point again for a "
                         "consistent one (the README measures the three)")
+    o.add_argument("--option", action="append", default=None, metavar="KEY=VALUE",
+                   help="a setting of the method, repeatable (e.g. --option sigma0=1.0 for "
+                        "cmaes; the README lists them) (default: the method's defaults)")
     o.add_argument("--top", type=int, default=10, help="molecules to write")
     o.add_argument("-o", "--output", default=None,
                    help="the top molecules: .csv, .smi or .sdf (default: CSV on stdout)")

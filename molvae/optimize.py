@@ -14,6 +14,8 @@ free; the budget is never exceeded). Methods:
 from __future__ import annotations
 
 import difflib
+import importlib
+import inspect
 import logging
 import math
 import time
@@ -27,7 +29,7 @@ from .checkpoint import Model
 from .oracle import Constraints, OptimizeResult, Oracle
 from .search import Search, cmaes, evolution
 
-__all__ = ["optimize", "METHODS", "DEFAULT_METHOD"]
+__all__ = ["optimize", "method_options", "check_options", "METHODS", "DEFAULT_METHOD"]
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +53,44 @@ METHODS: dict[str, Callable[..., None]] = {
 DEFAULT_METHOD = "evolution"
 
 
+# where each method's own function lives (bo and gradient are imported only when used)
+_FUNCTIONS = {"bo": ("bo", "turbo"), "gradient": ("gradient", "gradient_ascent"),
+              "cmaes": ("search", "cmaes"), "evolution": ("search", "evolution")}
+
+
 def _method(name: str) -> Callable[..., None]:
     if name not in METHODS:
         close = difflib.get_close_matches(str(name), list(METHODS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"unknown method {name!r}{hint}; choose from {', '.join(METHODS)}")
     return METHODS[name]
+
+
+def method_options(method: str) -> dict[str, Any]:
+    """The settings ``method`` takes as ``**options`` of :func:`optimize`, with defaults.
+
+    Example:
+        >>> method_options("cmaes")
+        {'population': 50, 'sigma0': 0.5, 'init': 100}
+    """
+    _method(method)
+    module, name = _FUNCTIONS[method]
+    func = getattr(importlib.import_module(f".{module}", __package__), name)
+    return {k: p.default for k, p in inspect.signature(func).parameters.items()
+            if k != "search"}
+
+
+def check_options(method: str, options: dict[str, Any]) -> None:
+    """Every option is one the method takes (a misspelling gets a suggestion)."""
+    if not options:
+        return
+    known = list(method_options(method))
+    for key in options:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown option {key!r} for method {method!r}{hint}; its "
+                             f"options: {', '.join(known)}")
 
 
 def _start_molecules(start: Any, smiles_column: str | None = None) -> list[str] | None:
@@ -119,13 +153,16 @@ def optimize(model: Model, objective: Any, method: str = DEFAULT_METHOD, budget:
             ``"invalid"`` spends no oracle call on it, ``"redecode"`` samples the point again
             (up to 3 times) for a consistent decode. Every call records its flag
             (``Call.consistent``); the README's optimization section measures the three.
-        **options: the method's own settings (e.g. ``population=`` for evolution).
+        **options: the method's own settings (e.g. ``population=`` for evolution;
+            :func:`method_options` lists them with their defaults). An unknown one raises
+            ``ValueError`` with a suggestion.
 
     Returns:
         An :class:`~molvae.oracle.OptimizeResult` (``.top(k)``, ``.history``,
         ``.oracle_calls``, ``.write_csv``, ``.write_sdf``).
     """
     run = _method(method)
+    check_options(method, options)
     cons = Constraints.make(constraints, similarity_to=similarity_to,
                             min_similarity=min_similarity, max_heavy_atoms=max_heavy_atoms)
     oracle = Oracle(objective, budget, cons)

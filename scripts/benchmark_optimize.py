@@ -99,6 +99,20 @@ def _optimize(model, objective, method: str, budget: int, seed: int, options: di
             "decoded": res.decoded}
 
 
+def _variant(method: str, options: dict) -> tuple[str, dict]:
+    """The key suffix and the recorded settings of a method run with non-default --options
+    (e.g. "+sigma0=1.0"), so that variants of a method live beside its default runs."""
+    opts = options.get(method, {}) if method != "screening" else {}
+    return "".join(f"+{k}={v}" for k, v in sorted(opts.items())), opts
+
+
+def label(row: dict) -> str:
+    """A row's method as the tables name it: "cmaes", or "cmaes (sigma0=1.0)"."""
+    opts = row.get("options") or {}
+    return row["method"] + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(opts.items()))
+                            + ")" if opts else "")
+
+
 def _done(path: Path) -> dict[str, dict]:
     out = {}
     if path.is_file():
@@ -121,7 +135,8 @@ def run_pmo(args, model, pool, out: Path, done: dict) -> list[dict]:
             continue
         for method in [*args.methods, "screening"]:
             for seed in args.seeds:
-                key = f"pmo/{task}/{method}/{seed}/{args.budget}"
+                suffix, opts = _variant(method, args.options)
+                key = f"pmo/{task}/{method}/{seed}/{args.budget}{suffix}"
                 if key not in done:
                     run = (_screen(objective, args.budget, seed, pool) if method == "screening"
                            else _optimize(model, objective, method, args.budget, seed,
@@ -146,7 +161,8 @@ def run_plogp(args, model, pool, out: Path, done: dict) -> list[dict]:
     cap = {"max_heavy_atoms": 38}
     for method in [*args.methods, "screening"]:
         for seed in args.seeds:
-            key = f"plogp/{method}/{seed}/{args.plogp_budget}"
+            suffix, opts = _variant(method, args.options)
+            key = f"plogp/{method}/{seed}/{args.plogp_budget}{suffix}"
             if key not in done:
                 run = (_screen("plogp_norm", args.plogp_budget, seed, pool, cap)
                        if method == "screening"
@@ -154,7 +170,8 @@ def run_plogp(args, model, pool, out: Path, done: dict) -> list[dict]:
                                       args.options, **cap))
                 s = np.asarray(run["scores"], float)
                 order = np.argsort(-np.nan_to_num(s, nan=-np.inf))[:3]
-                done[key] = {"key": key, "protocol": "plogp", "method": method, "seed": seed,
+                done[key] = {"key": key, "protocol": "plogp", "method": method,
+                             **({"options": opts} if opts else {}), "seed": seed,
                              "budget": args.plogp_budget, "calls": len(s),
                              "top3": [float(s[i]) for i in order],
                              "top3_smiles": [run["smiles"][i] for i in order],
@@ -204,7 +221,7 @@ def _mean_std(xs: list[float]) -> str:
 def _pmo_table(pmo: list[dict], budget: int, summary: dict) -> list[str]:
     """AUC top-10 per task and method (mean ± std over seeds) at one budget."""
     task_names = list(dict.fromkeys(r["task"] for r in pmo))
-    methods = list(dict.fromkeys(r["method"] for r in pmo))
+    methods = list(dict.fromkeys(label(r) for r in pmo))
     seeds = sorted({r["seed"] for r in pmo})
     lines = [f"AUC top-10 at {budget:,} calls, seeds {', '.join(map(str, seeds))}:", "",
              "| method | " + " | ".join(task_names) + " | sum | wall s, objective excluded |",
@@ -212,11 +229,11 @@ def _pmo_table(pmo: list[dict], budget: int, summary: dict) -> list[str]:
     for m in methods:
         cells, total = [], 0.0
         for t in task_names:
-            xs = [r["auc_top10"] for r in pmo if r["task"] == t and r["method"] == m]
+            xs = [r["auc_top10"] for r in pmo if r["task"] == t and label(r) == m]
             summary[f"pmo{budget}/{t}/{m}"] = float(np.mean(xs)) if xs else math.nan
             total += float(np.mean(xs)) if xs else math.nan
             cells.append(_mean_std(xs))
-        secs = [r["seconds"] - r["objective_s"] for r in pmo if r["method"] == m]
+        secs = [r["seconds"] - r["objective_s"] for r in pmo if label(r) == m]
         wall = "" if m == "screening" else _mean_std(secs)
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {total:.3f} | {wall} |")
     if "qed" in task_names and budget == 10_000:
@@ -235,8 +252,8 @@ def summarize(rows: list[dict]) -> tuple[dict, str]:
     plogp = [r for r in rows if r["protocol"] == "plogp"]
     if plogp:
         lines += ["| method | top-1 | top-2 | top-3 | calls |", "|---|---|---|---|---|"]
-        for m in dict.fromkeys(r["method"] for r in plogp):
-            rs = [r for r in plogp if r["method"] == m]
+        for m in dict.fromkeys(label(r) for r in plogp):
+            rs = [r for r in plogp if label(r) == m]
             cells = [_mean_std([r["top3"][k] for r in rs if len(r["top3"]) > k]) for k in range(3)]
             summary[f"plogp/{m}"] = float(np.mean([r["top3"][0] for r in rs]))
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {rs[0]['budget']} |")

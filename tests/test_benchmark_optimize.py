@@ -40,6 +40,18 @@ def test_pmo_and_plogp_tiny_run_resumes(bench, tmp_path, capsys):
     assert all(r["calls"] <= 20 for r in rows if r["protocol"] == "plogp")
     assert bench.main(argv) == 0  # resumes: nothing is run again
     assert len(out.read_text().splitlines()) == 4
+    # a variant with --options is recorded beside the default runs and reported apart
+    capsys.readouterr()
+    assert bench.main([*argv, "--protocol", "plogp", "--options",
+                       '{"evolution": {"population": 10}}']) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    variant = [r for r in rows if r.get("options")]
+    assert len(rows) == 5 and len(variant) == 1  # the screening run is shared
+    assert variant[0]["options"] == {"population": 10}
+    assert variant[0]["key"].endswith("+population=10")
+    assert bench.label(variant[0]) == "evolution (population=10)"
+    _, table = bench.summarize(rows)
+    assert "| evolution (population=10) |" in table and "| evolution |" in table
 
 
 def test_constrained_tiny_run(bench, tmp_path, capsys, monkeypatch, moses_smiles):

@@ -63,6 +63,8 @@ def test_optimize_sdf_output(tmp_path):
     (["optimize", "qed", "--image", "best.jpg"], "must end in .png or .svg"),
     (["optimize", "qed", "--similarity-to", "C1CC", "--min-similarity", "0.4"],
      "not a valid SMILES"),
+    (["optimize", "qed", "--method", "cmaes", "--option", "sigmo0=1"], "did you mean 'sigma0'"),
+    (["optimize", "qed", "--option", "population"], "write KEY=VALUE"),
 ])
 def test_optimize_usage_errors_exit_2_with_one_line(argv, message, capsys):
     assert main(argv) == 2
@@ -79,3 +81,11 @@ def test_optimize_inconsistent_invalid_spends_calls_only_on_consistent_decodes(t
     assert len(rows) == 30 and {r["consistent"] for r in rows} == {"yes"}
     assert main(["optimize", "qed", "--inconsistent", "drop"]) == 2
     assert "--inconsistent" in capsys.readouterr().err
+
+
+def test_option_values_are_read_as_json_where_they_parse():
+    from molvae.cli_optimize import _options
+    assert _options(["sigma0=1.0", "population=20", "reencode=false", "predictor=limo",
+                     " starts = 5"]) == {"sigma0": 1.0, "population": 20, "reencode": False,
+                                         "predictor": "limo", "starts": 5}
+    assert _options(None) == {}

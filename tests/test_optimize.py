@@ -141,6 +141,24 @@ def test_bad_arguments_get_clear_errors(model):
         molvae.optimize(model, "qed", budget=10, min_similarity=0.4)
     with pytest.raises(ValueError, match="did you mean 'max_heavy_atoms'"):
         Constraints.make({"max_heavy_atom": 3})
+    with pytest.raises(ValueError, match="option 'sigma' for method 'cmaes'.*did you mean "
+                                         "'sigma0'"):
+        molvae.optimize(model, "qed", method="cmaes", budget=10, sigma=1.0)
+
+
+def test_method_options_are_each_methods_own_settings(model):
+    from molvae.optimize import METHODS, method_options
+    assert method_options("cmaes") == {"population": 50, "sigma0": 0.5, "init": 100}
+    for name in METHODS:
+        opts = method_options(name)
+        assert opts and "search" not in opts
+    assert "trust_radius" in method_options("gradient")
+    # settings passed on reach the method: 5 prior points, then generations of 7
+    decoded: list[int] = []
+    molvae.optimize(model, "qed", method="cmaes", budget=20, population=7, init=5,
+                    callback=lambda s: decoded.append(s.decoded))
+    steps = np.diff([0, *decoded]).tolist()
+    assert steps[0] == 5 and set(steps[1:]) == {7}
 
 
 def test_auc_top_k_by_hand():
