@@ -71,7 +71,7 @@ def method_options(method: str) -> dict[str, Any]:
 
     Example:
         >>> method_options("cmaes")
-        {'population': 50, 'sigma0': 0.5, 'init': 100}
+        {'population': 50, 'sigma0': 1.0, 'init': 100}
     """
     _method(method)
     module, name = _FUNCTIONS[method]

@@ -148,7 +148,7 @@ def test_bad_arguments_get_clear_errors(model):
 
 def test_method_options_are_each_methods_own_settings(model):
     from molvae.optimize import METHODS, method_options
-    assert method_options("cmaes") == {"population": 50, "sigma0": 0.5, "init": 100}
+    assert method_options("cmaes") == {"population": 50, "sigma0": 1.0, "init": 100}
     for name in METHODS:
         opts = method_options(name)
         assert opts and "search" not in opts
