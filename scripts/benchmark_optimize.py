@@ -191,6 +191,8 @@ def run_constrained(args, model, pool, out: Path, done: dict) -> list[dict]:
     method = args.constrained_method
     for delta in (0.4, 0.6):
         for rank, i in enumerate(order):
+            if rank % args.shard[1] != args.shard[0]:
+                continue
             key = f"constrained/{objective}/{method}/{delta}/{test[i]}/{args.calls}"
             if key not in done:
                 run = _optimize(model, objective, method, args.calls, rank, args.options,
@@ -297,12 +299,17 @@ def main(argv: list[str] | None = None) -> int:
                         "or ZINC-normalized")
     p.add_argument("--options", default="{}",
                    help='per-method options as JSON, e.g. \'{"bo": {"batch": 50}}\'')
+    p.add_argument("--shard", type=int, nargs=2, default=[0, 1], metavar=("K", "N"),
+                   help="constrained: run only the molecules whose rank %% N == K, so that N "
+                        "processes share the protocol (same --out: each appends its own rows)")
     p.add_argument("--out", default="runs/benchmark_optimize.jsonl")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--report", nargs="+", default=None, metavar="JSONL",
                    help="run nothing: summarize the runs recorded in these files")
     args = p.parse_args(argv)
     args.options = json.loads(args.options)
+    if not 0 <= args.shard[0] < args.shard[1]:
+        p.error(f"--shard K N needs 0 <= K < N, got {args.shard[0]} {args.shard[1]}")
     if args.report:
         merged: dict[str, dict] = {}
         for f in args.report:  # a run recorded in two files (e.g. screening) counts once

@@ -66,3 +66,10 @@ def test_constrained_tiny_run(bench, tmp_path, capsys, monkeypatch, moses_smiles
         assert r["calls"] <= 15 and r["improvement"] >= 0
         assert r["success"] == (r["improvement"] > 0)
     assert "| evolution | plogp | 0.4 | 2 |" in capsys.readouterr().out
+    # shards split the molecules by rank: of 3, shard 1 of 2 holds rank 1 (already run), shard
+    # 0 of 2 ranks 0 and 2 (rank 2 is new: one row per threshold)
+    base = ["--protocol", "constrained", "--molecules", "3", "--calls", "15", "--out", str(out)]
+    assert bench.main([*base, "--shard", "1", "2"]) == 0
+    assert len(out.read_text().splitlines()) == 4
+    assert bench.main([*base, "--shard", "0", "2"]) == 0
+    assert len(out.read_text().splitlines()) == 6
