@@ -27,43 +27,32 @@ import numpy as np
 
 from .checkpoint import Model
 from .oracle import Constraints, OptimizeResult, Oracle
-from .search import Search, cmaes, evolution
+from .search import Search
 
 __all__ = ["optimize", "method_options", "check_options", "METHODS", "DEFAULT_METHOD"]
 
 log = logging.getLogger(__name__)
 
 
-def _bo(search: Search, **kw: Any) -> None:
-    from .bo import turbo
-    turbo(search, **kw)
-
-
-def _gradient(search: Search, **kw: Any) -> None:
-    from .gradient import gradient_ascent
-    gradient_ascent(search, **kw)
-
-
-METHODS: dict[str, Callable[..., None]] = {
-    "bo": _bo,
-    "gradient": _gradient,
-    "cmaes": cmaes,
-    "evolution": evolution,
+# each method: (module, function); bo and gradient (botorch, torch heads) are imported only
+# when used
+METHODS: dict[str, tuple[str, str]] = {
+    "bo": ("bo", "turbo"),
+    "gradient": ("gradient", "gradient_ascent"),
+    "cmaes": ("search", "cmaes"),
+    "evolution": ("search", "evolution"),
 }
 DEFAULT_METHOD = "evolution"
 
 
-# where each method's own function lives (bo and gradient are imported only when used)
-_FUNCTIONS = {"bo": ("bo", "turbo"), "gradient": ("gradient", "gradient_ascent"),
-              "cmaes": ("search", "cmaes"), "evolution": ("search", "evolution")}
-
-
 def _method(name: str) -> Callable[..., None]:
+    """The function that runs method ``name`` on a :class:`Search` (a clear error if unknown)."""
     if name not in METHODS:
         close = difflib.get_close_matches(str(name), list(METHODS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"unknown method {name!r}{hint}; choose from {', '.join(METHODS)}")
-    return METHODS[name]
+    module, func = METHODS[name]
+    return getattr(importlib.import_module(f".{module}", __package__), func)
 
 
 def method_options(method: str) -> dict[str, Any]:
@@ -73,10 +62,7 @@ def method_options(method: str) -> dict[str, Any]:
         >>> method_options("cmaes")
         {'population': 50, 'sigma0': 1.0, 'init': 100}
     """
-    _method(method)
-    module, name = _FUNCTIONS[method]
-    func = getattr(importlib.import_module(f".{module}", __package__), name)
-    return {k: p.default for k, p in inspect.signature(func).parameters.items()
+    return {k: p.default for k, p in inspect.signature(_method(method)).parameters.items()
             if k != "search"}
 
 

@@ -57,22 +57,20 @@ def posterior_samples(model: Model, smiles: Sequence[Any], per_molecule: int = 1
     smiles = list(smiles)
     prep = prepare_inputs(model, smiles, progress=progress)  # RDKit work: a bar over it
     rows = [r for r in prep.ids if r is not None]
-    problems = prep.problems
     if not rows:
         raise ValueError(f"none of the {len(smiles)} molecules can be read by this model "
-                         f"(first problem: {problems[0][3] if problems else '?'})")
+                         f"(first problem: {prep.problems[0][3] if prep.problems else '?'})")
     g = torch.Generator().manual_seed(int(seed))
     out = []
-    step = CHUNK
     bar = tqdm(total=len(rows), desc="posteriors", unit="mol", disable=not progress)
-    for s in range(0, len(rows), step):
-        mu, logvar = posterior(model, rows[s: s + step])
+    for s in range(0, len(rows), CHUNK):
+        mu, logvar = posterior(model, rows[s: s + CHUNK])
         std = (0.5 * logvar).exp()
         for _ in range(per_molecule):
             out.append(mu + torch.randn(mu.shape, generator=g) * std)
         bar.update(len(mu))
     bar.close()
-    return torch.cat(out), problems
+    return torch.cat(out), prep.problems
 
 
 def fit(model: Model, smiles: Sequence[Any], kind: str = "flow", *,

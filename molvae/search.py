@@ -164,8 +164,9 @@ class Search:
         selfies, smiles = decode_strings(self.model, z, temperature, seed)
         self.decoded += len(z)
         if self.inconsistent == "keep":
-            known = self.oracle.cache.keys() | self.oracle.infeasible
-            rows = [i for i, s in enumerate(smiles) if s and s not in known]
+            cache, infeasible = self.oracle.cache, self.oracle.infeasible
+            rows = [i for i, s in enumerate(smiles)
+                    if s and s not in cache and s not in infeasible]
         else:
             rows = list(range(len(z)))
         flags = [False] * len(z)
