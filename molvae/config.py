@@ -304,7 +304,8 @@ def load_preset(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
 def load_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read a TOML file with optional [model] and [train] tables; returns their raw dicts.
 
-    A bare preset name (``"moses"``, no ``.toml``) reads that preset.
+    A bare preset name (``"moses"``, no ``.toml``) reads that preset. A top-level
+    ``extends = "moses"`` starts from that preset's tables and overrides the keys given.
     """
     if str(path) in PRESETS and not Path(path).exists():
         return load_preset(str(path))
@@ -319,9 +320,13 @@ def load_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     for key in raw:
-        if key not in ("model", "train"):
-            raise ConfigError(f"{path}: unknown table [{key}] (expected [model] and [train])")
+        if key not in ("model", "train", "extends"):
+            raise ConfigError(f"{path}: unknown table [{key}] (expected [model] and [train], "
+                              "and optionally extends = \"<preset>\")")
     model, train = raw.get("model", {}), raw.get("train", {})
+    if "extends" in raw:
+        base_model, base_train = load_preset(str(raw["extends"]))
+        model, train = {**base_model, **model}, {**base_train, **train}
     # validate keys early so the error names the file
     from_dict(ModelConfig, model, where=f"{path}: [model] ")
     from_dict(TrainConfig, train, where=f"{path}: [train] ")

@@ -59,3 +59,17 @@ def test_gpu_preset_is_the_moses_recipe_with_a_deeper_decoder():
     assert {k: v for k, v in model.items() if k != "dec_layers"} == \
         {k: v for k, v in base_model.items() if k != "dec_layers"}
     assert from_dict(ModelConfig, model).dec_layers == 2
+
+
+def test_a_config_file_can_extend_a_preset(tmp_path):
+    f = tmp_path / "mine.toml"
+    f.write_text('extends = "moses"\n[train]\nbatch_size = 64\n')
+    model, train = load_config_file(f)
+    base_model, base_train = load_preset("moses")
+    assert model == base_model and train == {**base_train, "batch_size": 64}
+    f.write_text('extends = "mosse"\n')
+    with pytest.raises(ConfigError, match="did you mean 'moses'"):
+        load_config_file(f)
+    f.write_text('[modle]\n')
+    with pytest.raises(ConfigError, match="unknown table"):
+        load_config_file(f)
