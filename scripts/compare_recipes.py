@@ -95,9 +95,31 @@ def command(name: str, data: Path, out: Path, minutes: float, val_every: int,
     return base + COMMON + ["--max-time", f"{minutes}m"] + RECIPES[name]
 
 
-def last_val(out: Path) -> dict:
+def recipe_args(name: str) -> list[str]:
+    """The training flags that make recipe ``name`` (beyond the shared ones)."""
+    return RECIPES[name] if name in RECIPES else SCRATCH_COMMON + SCRATCH[name]
+
+
+def val_rows(out: Path) -> list[dict]:
+    """Every validation row of a run's metrics.csv, the KEYS columns as floats."""
     rows = [r for r in csv.DictReader((out / "metrics.csv").open()) if r["split"] == "val"]
-    return {k: float(rows[-1][k]) for k in KEYS if rows and rows[-1].get(k)} if rows else {}
+    return [{k: float(r[k]) for k in KEYS if r.get(k)} for r in rows]
+
+
+def last_val(out: Path) -> dict:
+    rows = val_rows(out)
+    return rows[-1] if rows else {}
+
+
+def at_common_step(runs: dict[str, list[dict]]) -> tuple[int, dict[str, dict]] | None:
+    """The largest validation step every run reached, and each run's row there: the runs
+    compared per step rather than per minute (None when they share no step)."""
+    common = set.intersection(*({int(r["step"]) for r in rows} for rows in runs.values()))
+    if not common:
+        return None
+    step = max(common)
+    return step, {n: next(r for r in rows if int(r["step"]) == step)
+                  for n, rows in runs.items()}
 
 
 def table(res: dict) -> str:
@@ -157,15 +179,26 @@ def main() -> None:
     for name in args.recipes:
         out = runs / name
         cfg = json.loads((out / "config.json").read_text())
-        res["recipes"][name] = {"val": last_val(out),
-                                "args": RECIPES.get(name) or SCRATCH_COMMON + SCRATCH[name],
+        res["recipes"][name] = {"val": last_val(out), "args": recipe_args(name),
                                 "train_config": cfg["train_config"]}
-    how = ("trained from random weights (the moses recipe, constant lr, KL warm-up 500 steps)"
-           if all(n in SCRATCH for n in args.recipes) else "continued the bundled model")
+    scratch = [n for n in args.recipes if n in SCRATCH]
+    if not scratch:
+        how = "continued the bundled model"
+    elif len(scratch) == len(args.recipes):
+        how = "trained from random weights (the moses recipe, constant lr, KL warm-up 500 steps)"
+    else:
+        how = "continued the bundled model (the dec_* recipes: trained from random weights)"
     md = (f"Each recipe {how} for {args.minutes:g} minutes (one thread, "
           f"{args.parallel} at a time) on {args.molecules:,} random MOSES train molecules; the "
           "last validation row: 1,000 prior samples z ~ N(0, I) at temperature 1 (the same for "
           "every run) and the held-out split.\n\n" + table(res))
+    same = at_common_step({n: val_rows(runs / n) for n in args.recipes})
+    if same and len(args.recipes) > 1:
+        step, rows = same
+        res["at_common_step"] = {"step": step, "recipes": rows}
+        md += (f"\n\nThe same runs at the last validation step they all reached ({step:,}), "
+               "per step rather than per minute:\n\n"
+               + table({"recipes": {n: {"val": v} for n, v in rows.items()}}))
     print(json.dumps(res, indent=2))
     print(md)
     if args.out:

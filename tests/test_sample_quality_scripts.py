@@ -94,6 +94,14 @@ def test_recipe_commands_and_metrics(recipes, tmp_path):
     assert v["step"] == 20 and v["prior_consistent"] == 0.31 and v["prior_fcd"] == 2.1
     md = recipes.table({"recipes": {"gumbel": {"val": v}}})
     assert "| gumbel | 20 | 0.310 | 2.10 | 0.910 |" in md
+    # the recorded flags: a continuing recipe with none of its own, and a scratch one
+    assert recipes.recipe_args("teacher") == []
+    assert recipes.recipe_args("dec_2x512")[-2:] == ["--dec-layers", "2"]
+    # per step: the last validation step both runs reached
+    other = [{"step": 10.0, "recon_exact": 0.5}, {"step": 15.0, "recon_exact": 0.6}]
+    step, rows = recipes.at_common_step({"a": recipes.val_rows(run), "b": other})
+    assert step == 10 and rows["a"]["prior_consistent"] == 0.25 and rows["b"] == other[0]
+    assert recipes.at_common_step({"a": recipes.val_rows(run), "b": other[1:]}) is None
 
 
 def test_recipe_subset_is_seeded(recipes, tmp_path):
