@@ -103,14 +103,17 @@ def _variant(method: str, options: dict) -> tuple[str, dict]:
     """The key suffix and the recorded settings of a method run with non-default --options
     (e.g. "+sigma0=1.0"), so that variants of a method live beside its default runs."""
     opts = options.get(method, {}) if method != "screening" else {}
-    return "".join(f"+{k}={v}" for k, v in sorted(opts.items())), opts
+    return ("+" + _settings(opts, "+") if opts else ""), opts
+
+
+def _settings(opts: dict, sep: str) -> str:
+    return sep.join(f"{k}={v}" for k, v in sorted(opts.items()))
 
 
 def label(row: dict) -> str:
     """A row's method as the tables name it: "cmaes", or "cmaes (sigma0=1.0)"."""
     opts = row.get("options") or {}
-    return row["method"] + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(opts.items()))
-                            + ")" if opts else "")
+    return row["method"] + (f" ({_settings(opts, ', ')})" if opts else "")
 
 
 def _done(path: Path) -> dict[str, dict]:
@@ -265,20 +268,25 @@ def summarize(rows: list[dict]) -> tuple[dict, str]:
     cons = [r for r in rows if r["protocol"] == "constrained"]
     if cons:
         lines += ["| method | objective | threshold | molecules | mean improvement | success | "
-                  "calls per molecule |", "|---|---|---|---|---|---|---|"]
+                  "calls per molecule | s per molecule, mean (median) |",
+                  "|---|---|---|---|---|---|---|---|"]
         groups = dict.fromkeys((r.get("objective", "plogp_norm"), r["delta"]) for r in cons)
         for obj, d in groups:
             rs = [r for r in cons if r["delta"] == d and r.get("objective", "plogp_norm") == obj]
             if rs:
                 imp = float(np.mean([r["improvement"] for r in rs]))
                 suc = float(np.mean([r["success"] for r in rs]))
-                summary[f"constrained/{obj}/{d}"] = {"improvement": imp, "success": suc}
+                secs = [r["seconds"] for r in rs]
+                summary[f"constrained/{obj}/{d}"] = {"improvement": imp, "success": suc,
+                                                     "seconds_mean": float(np.mean(secs))}
                 lines.append(f"| {rs[0]['method']} | {obj} | {d} | {len(rs)} | {imp:.2f} ± "
                              f"{np.std([r['improvement'] for r in rs]):.2f} | {suc:.3f} | "
-                             f"{max(r['calls'] for r in rs)} |")
+                             f"{max(r['calls'] for r in rs)} | {np.mean(secs):.1f} "
+                             f"({np.median(secs):.1f}) |")
         for name, by_delta in CONSTRAINED.items():
             for d, (imp, suc) in by_delta.items():
-                lines.append(f"| *{name}* | plogp | {d} | 800 (ZINC) | {imp:.2f} | {suc:.3f} | |")
+                lines.append(f"| *{name}* | plogp | {d} | 800 (ZINC) | {imp:.2f} | {suc:.3f} | "
+                             "| |")
     return summary, "\n".join(lines)
 
 
