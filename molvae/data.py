@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import chem, parallel
+from . import chem, parallel, sdf
 from ._version import package_version
 from .vocab import EOS, PAD, Vocab, symbols_of
 
@@ -259,7 +259,7 @@ def _read_sdf(path: Path, id_column: str | None, keep: bool) -> RawMolecules:
     records: list[tuple[str, dict[str, str]]] = []
     props: dict[str, None] = {}  # every property name, in order of first appearance
     with opener(path, "rb") as fh:
-        for n, rec in enumerate(chem.iter_sdf(fh), 1):
+        for n, rec in enumerate(sdf.iter_sdf(fh), 1):
             problem = None if rec.status == chem.OK else (rec.status, rec.reason)
             raw._add(n, rec.smiles, problem=problem)
             props.update(dict.fromkeys(rec.props))

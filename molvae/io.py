@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import chem
+from . import sdf
 
 __all__ = ["TableWriter", "OutputError", "write_status_table", "status_table_path",
            "STATUS_COLUMNS"]
@@ -101,7 +101,7 @@ class TableWriter:
 
     def close(self) -> None:
         if self.kind == "sdf" and self.path is not None:
-            chem.write_sdf(str(self.path), self._sdf_rows, titles=self._sdf_titles)
+            sdf.write_sdf(str(self.path), self._sdf_rows, titles=self._sdf_titles)
         elif self.fh is not None and self.fh is not sys.stdout:
             self.fh.close()
         elif self.fh is sys.stdout:

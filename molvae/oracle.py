@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from . import chem, properties
+from . import chem, properties, sdf
 from .io import flag_text
 
 __all__ = ["Call", "Constraints", "Oracle", "OptimizeResult", "auc_top_k"]
@@ -299,7 +299,7 @@ class OptimizeResult:
         top = self.top(len(self.history) if k is None else k)
         index = {c.smiles: c.index for c in self.history}
         flags = {c.smiles: flag_text(c.consistent) for c in self.history}
-        chem.write_sdf(str(path), [(s, {"_Name": f"rank {r}", "smiles": s,
+        sdf.write_sdf(str(path), [(s, {"_Name": f"rank {r}", "smiles": s,
                                         self.objective: f"{v:.6g}", "call": index[s],
                                         "consistent": flags[s]})
                                    for r, (s, v) in enumerate(top, 1)])

@@ -41,6 +41,7 @@ import numpy as np
 import molvae
 
 ROOT = Path(__file__).resolve().parent.parent
+TRAIN = ROOT / "data" / "moses" / "train.csv.gz"
 
 # every recipe continues at a small constant learning rate with the KL weight at its final
 # value from the first step (no warm-up: the model is already trained)
@@ -53,6 +54,7 @@ RECIPES = {
     "gumbel": ["--gumbel-frac-start", "0.5", "--gumbel-frac-end", "0.5", "--tau-start", "0.5",
                "--tau-end", "0.5"],  # half the batches free-running, straight-through
     "free_bits_0.3": ["--free-bits", "0.3"],  # more KL pressure: posteriors nearer N(0, I)
+    "free_bits_0.45": ["--free-bits", "0.45"],
     "beta_2": ["--beta", "2"],
 }
 # decoder size can only be compared from random weights: these recipes train from scratch
@@ -69,10 +71,13 @@ KEYS = ("step", "prior_consistent", "prior_fcd", "recon_exact", "recon", "kl", "
 
 
 def subset(path: Path, n: int, seed: int) -> Path:
-    """n random molecules of MOSES train (seeded) as a CSV next to the runs."""
+    """n random molecules of MOSES train (seeded) as a CSV next to the runs; n = 0: all of
+    MOSES train, the file itself."""
+    if n == 0:
+        return TRAIN
     if path.exists():
         return path
-    with gzip.open(ROOT / "data" / "moses" / "train.csv.gz", "rt") as fh:
+    with gzip.open(TRAIN, "rt") as fh:
         rows = list(csv.reader(fh))
     header, body = rows[0], rows[1:]
     col = header.index("SMILES") if "SMILES" in header else 0
@@ -141,7 +146,8 @@ def main() -> None:
                     choices=[*RECIPES, *SCRATCH],
                     help="continuing recipes, or the from-scratch decoder sizes (dec_*)")
     ap.add_argument("--minutes", type=float, default=15.0, help="wall time per recipe")
-    ap.add_argument("--molecules", type=int, default=200_000)
+    ap.add_argument("--molecules", type=int, default=200_000,
+                    help="random MOSES train molecules to train on (0: all of them)")
     ap.add_argument("--val-every", type=int, default=200)
     ap.add_argument("--parallel", type=int, default=2, help="recipes trained at once")
     ap.add_argument("--init", default=None, help="checkpoint to continue (default: bundled)")
@@ -153,6 +159,7 @@ def main() -> None:
         from molvae.pretrained import default_model_path
         args.init = str(default_model_path())
     runs = Path(args.runs)
+    runs.mkdir(parents=True, exist_ok=True)
     data = subset(runs / f"train{args.molecules}.csv", args.molecules, args.seed)
     # tokenize once (the runs share the cache), then train the recipes
     from molvae.data import load_dataset
@@ -188,8 +195,10 @@ def main() -> None:
         how = "trained from random weights (the moses recipe, constant lr, KL warm-up 500 steps)"
     else:
         how = "continued the bundled model (the dec_* recipes: trained from random weights)"
+    on = (f"{args.molecules:,} random MOSES train molecules" if args.molecules
+          else "all of MOSES train")
     md = (f"Each recipe {how} for {args.minutes:g} minutes (one thread, "
-          f"{args.parallel} at a time) on {args.molecules:,} random MOSES train molecules; the "
+          f"{args.parallel} at a time) on {on}; the "
           "last validation row: 1,000 prior samples z ~ N(0, I) at temperature 1 (the same for "
           "every run) and the held-out split.\n\n" + table(res))
     same = at_common_step({n: val_rows(runs / n) for n in args.recipes})

@@ -77,6 +77,30 @@ def test_hand_made_selfies(selfies, consistent):
         assert chem.consistent_many([selfies], smiles) == [consistent]
 
 
+@pytest.mark.parametrize("selfies, faithful", [
+    ("[C][C][O]", True),
+    ("[O][C][C]", True),  # not canonical, but read as written
+    ("[C][C][O][Branch1]", False),  # the trailing branch symbol is dropped
+    ("[C][C][O][Ring1]", False),
+    ("[C][#O]", False),  # the triple bond is overridden
+    ("[O][=O][=O]", False),
+    ("[C][=C][C][=C][C][=C][Ring1][=Branch1]", True),
+    (None, False), ("", False),
+])
+def test_faithful_is_the_weaker_no_repairs_test(selfies, faithful):
+    with chem.constraints(chem.default_constraints()):
+        assert chem.faithful_many([selfies]) == [faithful]
+
+
+def test_every_consistent_sample_is_faithful(bundled):
+    selfies, smiles = _raw_selfies(bundled, 64, seed=3)
+    with chem.constraints(bundled.vocab.constraints):
+        strict = chem.consistent_many(selfies, smiles, _check_settings(bundled))
+        faithful = chem.faithful_many(selfies)
+    assert all(f for s, f in zip(strict, faithful) if s)
+    assert sum(faithful) > sum(strict) > 0
+
+
 def test_no_molecule_is_never_consistent():
     assert chem.consistent_many([None, "", "[C]"], ["C", None, None]) == [False] * 3
     with pytest.raises(ValueError, match="SELFIES strings for"):
