@@ -98,7 +98,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and model_d:
         log.warning("--resume keeps the run's model settings; model flags are ignored")
     if args.resume:
-        from .train import RESUMABLE_SETTINGS
+        from .train_setup import RESUMABLE_SETTINGS
         fixed = sorted(k for k in given if k not in RESUMABLE_SETTINGS)
         if fixed:
             log.warning("--resume keeps the run's %s; only %s may change", ", ".join(fixed),

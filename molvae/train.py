@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import json
 import logging
 import math
 import signal
 import sys
 import time
-from dataclasses import dataclass, fields, replace
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +19,14 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from . import chem
+from . import chem, train_setup
 from .config import (  # resolve_device, default_num_threads: re-exported from their old home
-    ConfigError,
     ModelConfig,
     TrainConfig,
     default_num_threads,
-    from_dict,
     resolve_device,
-    to_dict,
 )
-from .data import (
-    BucketBatcher,
-    DataFileError,
-    TokenData,
-    collate,
-    load_dataset,
-    split_indices,
-    write_rejects,
-)
+from .data import BucketBatcher, TokenData, collate
 from .model import MolVAE, vae_loss
 
 __all__ = ["train", "TrainingError", "TrainResult", "resolve_device", "default_num_threads",
@@ -186,30 +176,212 @@ def prior_quality(model: ckpt.Model, n: int, seed: int, with_fcd: bool) -> dict[
     return out
 
 
-_LR_FIELDS = ("lr", "lr_schedule", "lr_decay_start", "lr_decay_steps", "lr_final")
-RESUMABLE_SETTINGS = ("epochs", "max_steps", "max_time", *_LR_FIELDS)
+class _Loop:
+    """What a run carries from step to step (network, optimizer, random streams, position in
+    the data, best validation loss) and what it does with it: one optimizer step, a
+    validation, a checkpoint."""
+
+    def __init__(self, plan: train_setup.Plan, d: train_setup.Datasets, dev: torch.device,
+                 out_dir: Path, metrics: MetricsLog):
+        mc, tc, seed = plan.mc, plan.tc, plan.seed
+        self.tc, self.seed, self.dev, self.out_dir, self.metrics = tc, seed, dev, out_dir, metrics
+        self.mc, self.vocab, self.val = mc, d.data.vocab, d.val
+        self.data_fp = {"train_sha256": d.data_sha, "val_sha256": d.val_sha,
+                        "train_molecules": len(d.train)}
+        torch.manual_seed(seed)  # parameter init only; all later randomness uses `gen`
+        self.net = MolVAE(mc).to(dev)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=tc.lr,
+                                     weight_decay=tc.weight_decay)
+        self.gen = torch.Generator(device=dev).manual_seed(seed)
+        self.mode_rng = torch.Generator().manual_seed(seed + 1)
+        self.step, self.epoch, self.batch_pos, self.best, self.elapsed_before = (
+            0, 0, 0, math.inf, 0.0)
+        if plan.init is not None:
+            self.net.load_state_dict(plan.init.net.state_dict())
+        if plan.state:
+            st = plan.state
+            self.net.load_state_dict(st["model"])
+            self.opt.load_state_dict(st["optimizer"])
+            self.gen.set_state(st["gen"])
+            self.mode_rng.set_state(st["mode_rng"])
+            self.step, self.epoch, self.batch_pos = st["step"], st["epoch"], st["batch_pos"]
+            self.best, self.elapsed_before = st["best_val_loss"], st["elapsed_s"]
+        self.last_val: dict[str, float] = {}
+        self.schedule = (tc.beta_at(self.step), tc.tau_at(self.step),
+                         tc.gumbel_frac_at(self.step))
+        self.bad_in_row = 0
+        self.t0 = time.monotonic()
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.t0
+
+    def model(self) -> ckpt.Model:
+        return ckpt.Model(self.net, self.vocab, self.mc,
+                          {"seed": self.seed, "data": self.data_fp, "step": self.step,
+                           "epoch": self.epoch, "metrics": self.last_val})
+
+    def save(self, reason: str) -> None:
+        """last.safetensors and resume.pt."""
+        was = self.net.training
+        self.net.eval()
+        ckpt.save(self.model(), self.out_dir / ckpt.LAST)
+        ckpt.save_resume(self.out_dir / ckpt.RESUME, {
+            "model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
+            "gen": self.gen.get_state(), "mode_rng": self.mode_rng.get_state(),
+            "step": self.step, "epoch": self.epoch, "batch_pos": self.batch_pos,
+            "best_val_loss": self.best, "elapsed_s": self.elapsed(),
+            "vocab": self.vocab.to_dict(), "reason": reason})
+        self.net.train(was)
+
+    def validate(self) -> None:
+        """A validation row in metrics.csv; best.safetensors when the loss is the lowest."""
+        tc, step = self.tc, self.step
+        res = validate(self.net, self.val, tc, step, self.dev, self.seed)
+        res.update(prior_quality(self.model(), tc.val_samples, self.seed, tc.val_fcd))
+        self.net.train()
+        self.last_val = res
+        self.metrics.write({"step": step, "epoch": self.epoch, "split": "val",
+                            "beta": tc.beta_at(step), "tau": tc.tau_at(step),
+                            "gumbel_frac": tc.gumbel_frac_at(step), "elapsed_s": self.elapsed(),
+                            **res})
+        if res["loss"] < self.best:
+            self.best = res["loss"]
+            ckpt.save(self.model(), self.out_dir / ckpt.BEST, {"best_val_loss": self.best})
+        log.info("step %d val loss %.3f recon %.3f kl %.2f exact %.3f AU %d consistent %.3f%s",
+                 step, res["loss"], res["recon"], res["kl"], res["recon_exact"],
+                 res["active_units"], res.get("prior_consistent", math.nan),
+                 f" FCD {res['prior_fcd']:.2f}" if "prior_fcd" in res else "")
+
+    def train_step(self, data: TokenData, idx: np.ndarray) -> dict[str, torch.Tensor] | None:
+        """One optimizer step on the molecules ``idx``: the loss parts, or None when the loss
+        or the gradient was not finite and the step was skipped."""
+        tc, step, dev = self.tc, self.step, self.dev
+        x, lengths = collate(data, idx)
+        x = _to_device(x, dev)
+        beta, tau, gfrac = self.schedule = (tc.beta_at(step), tc.tau_at(step),
+                                            tc.gumbel_frac_at(step))
+        mode = "gumbel" if float(torch.rand(1, generator=self.mode_rng)) < gfrac else "teacher"
+        with _autocast(dev, tc.amp):
+            out = self.net(x, lengths.to(dev), mode, tau=tau, generator=self.gen)
+            parts = vae_loss(out["logits"], x, out["mu"], out["logvar"], beta, tc.free_bits)
+        self.opt.zero_grad(set_to_none=True)
+        finite = bool(torch.isfinite(parts["loss"]))
+        if finite:
+            parts["loss"].backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), tc.grad_clip)
+            finite = bool(torch.isfinite(gnorm))
+        if finite:
+            self.bad_in_row = 0
+            for group in self.opt.param_groups:
+                group["lr"] = tc.lr_at(step)
+            self.opt.step()
+        else:
+            self._skipped()
+        self.step += 1
+        self.batch_pos += 1
+        return parts if finite else None
+
+    def _skipped(self) -> None:
+        self.bad_in_row += 1
+        self.opt.zero_grad(set_to_none=True)
+        log.warning("step %d: non-finite loss or gradient, step skipped", self.step)
+        if self.bad_in_row >= self.tc.nonfinite_patience:
+            kept = ("the last good checkpoint is kept in " + str(self.out_dir)
+                    if (self.out_dir / ckpt.LAST).exists() else "no checkpoint was written")
+            raise TrainingError(
+                f"loss was non-finite for {self.bad_in_row} steps in a row at step "
+                f"{self.step}; stopped, {kept}. Try a lower --lr or a smaller --grad-clip.")
+
+    def stop_reason(self, interrupted: bool) -> str | None:
+        tc = self.tc
+        if tc.max_steps is not None and self.step >= tc.max_steps:
+            return "max_steps"
+        if tc.max_time is not None and time.monotonic() - self.t0 >= tc.max_time:
+            return "max_time"
+        return "interrupt" if interrupted else None
 
 
-def _init_model(path: str | Path, model_config: ModelConfig | None
-                ) -> tuple[ckpt.Model, ModelConfig]:
-    """The model to start from and its architecture; a model_config that disagrees with the
-    checkpoint's architecture is an error (the weights could not be loaded into it)."""
-    init = ckpt.load(path)
-    mc = init.config
-    if model_config is not None:
-        diff = [f.name for f in fields(ModelConfig)
-                if getattr(model_config, f.name) != getattr(mc, f.name) and f.name != "vocab_size"]
-        if diff:
-            raise ConfigError(f"--init {path}: the checkpoint's architecture is fixed; these "
-                              f"model settings differ from it: {', '.join(diff)}")
-    return init, mc
+class _TrainLog:
+    """Running means of the training losses: a train row in metrics.csv and the progress
+    bar's figures every ``log_every`` steps."""
+
+    def __init__(self, loop: _Loop, bar: Any):
+        self.loop, self.bar = loop, bar
+        self._reset(time.monotonic())
+
+    def _reset(self, now: float) -> None:
+        self.sums: dict[str, float] = {}
+        self.n = self.molecules = 0
+        self.since = now
+
+    def add(self, parts: dict[str, torch.Tensor] | None, molecules: int) -> None:
+        if parts is not None:
+            for k in ("loss", "recon", "kl", "token_acc", "ce_token"):
+                self.sums[k] = self.sums.get(k, 0.0) + parts[k].item()
+            self.n += 1
+        self.molecules += molecules
+        loop = self.loop
+        if loop.step % loop.tc.log_every or not self.n:
+            return
+        now = time.monotonic()
+        row = {k: v / self.n for k, v in self.sums.items()}
+        rate = self.molecules / max(now - self.since, 1e-9)
+        beta, tau, gfrac = loop.schedule
+        loop.metrics.write({"step": loop.step, "epoch": loop.epoch, "split": "train",
+                            "beta": beta, "tau": tau, "gumbel_frac": gfrac,
+                            "lr": loop.opt.param_groups[0]["lr"], "mol_per_s": rate,
+                            "elapsed_s": loop.elapsed_before + now - loop.t0, **row})
+        self.bar.set_postfix(loss=f"{row['loss']:.2f}", rec=f"{row['recon']:.2f}",
+                             kl=f"{row['kl']:.1f}", acc=f"{row['token_acc']:.3f}",
+                             beta=f"{beta:.3g}", mol_s=f"{rate:.0f}", refresh=False)
+        self._reset(now)
 
 
-def _load_run_config(out_dir: Path) -> dict[str, Any]:
-    path = out_dir / "config.json"
-    if not path.exists():
-        raise ConfigError(f"{out_dir}: no config.json, so there is no run to resume")
-    return json.loads(path.read_text())
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[dict[str, bool]]:
+    """Ctrl-C (and SIGTERM) set ``flag``: the loop finishes the current step, saves, then
+    stops; a second one interrupts at once. The old handlers come back on exit."""
+    stop = {"flag": False}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if stop["flag"]:
+            raise KeyboardInterrupt
+        stop["flag"] = True
+
+    handlers = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            handlers[sig] = signal.signal(sig, on_signal)
+        except ValueError:  # not the main thread
+            pass
+    try:
+        yield stop
+    finally:
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
+
+
+def _run_epochs(loop: _Loop, batcher: BucketBatcher, data: TokenData, stop: dict[str, bool],
+                train_log: _TrainLog) -> str:
+    """Train until the epochs are done or a stopping criterion holds; returns which."""
+    tc = loop.tc
+    while loop.epoch < tc.epochs:
+        batches = batcher.epoch(loop.epoch)
+        while loop.batch_pos < len(batches):
+            reason = loop.stop_reason(stop["flag"])
+            if reason:
+                return reason
+            idx = batches[loop.batch_pos]
+            parts = loop.train_step(data, idx)
+            train_log.bar.update(1)
+            train_log.add(parts, len(idx))
+            if loop.step % tc.val_every == 0:
+                loop.validate()
+            if loop.step % tc.checkpoint_every == 0:
+                loop.save("periodic")
+        loop.epoch += 1
+        loop.batch_pos = 0
+    return "epochs"
 
 
 def train(data_path: str | Path, out_dir: str | Path, *, val_path: str | Path | None = None,
@@ -230,253 +402,37 @@ def train(data_path: str | Path, out_dir: str | Path, *, val_path: str | Path | 
     """
     out_dir = Path(out_dir)
     dev = resolve_device(device)
-    state: dict[str, Any] | None = None
-    lr_changed: dict[str, Any] = {}
     if resume:
-        run = _load_run_config(out_dir)
-        mc = from_dict(ModelConfig, run["model_config"])
-        tc = from_dict(TrainConfig, run["train_config"])
-        if train_config is not None:  # stopping criteria and the lr schedule may change
-            old_tc = tc
-            tc = replace(tc, **{k: getattr(train_config, k) for k in RESUMABLE_SETTINGS})
-            tc.validate()
-            lr_changed = {k: getattr(tc, k) for k in _LR_FIELDS
-                          if getattr(tc, k) != getattr(old_tc, k)}
-        seed = run["seed"]
-        data_path = run["data"]["path"] if data_path is None else data_path
-        val_path = run["data"].get("val_path")
-        smiles_column = run["data"].get("smiles_column")
-        state = ckpt.load_resume(out_dir / ckpt.RESUME)
+        plan = train_setup.resumed(out_dir, data_path, train_config)
     else:
-        mc = model_config or ModelConfig()
-        tc = train_config or TrainConfig()
-        if init_from is not None:  # its architecture and vocabulary
-            init, mc = _init_model(init_from, model_config)
-        mc.validate()
-        tc.validate()
-        if (out_dir / ckpt.RESUME).exists():
-            raise ConfigError(f"{out_dir} already holds a run; use --resume to continue it or "
-                              "choose another --out")
-    from .vocab import Vocab
-    vocab = Vocab.from_dict(state["vocab"]) if state else None
-    if init_from is not None and not resume:
-        vocab = init.vocab
-    data, data_sha = load_dataset(data_path, vocab=vocab, max_len=mc.max_len,
-                                  keep_stereo=mc.keep_stereo,
-                                  largest_fragment=mc.largest_fragment,
-                                  smiles_column=smiles_column, num_workers=tc.num_workers,
-                                  progress=progress, cache_dir=cache_dir)
-    vocab = data.vocab
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_rejects(out_dir / "rejects.csv", data.rejects)
-    if data.rejects:
-        log.warning("%d rows of %s rejected; see %s", len(data.rejects), data_path,
-                    out_dir / "rejects.csv")
-    val_sha = None
-    if val_path is not None:
-        val, val_sha = load_dataset(val_path, vocab=vocab, max_len=mc.max_len,
-                                    keep_stereo=mc.keep_stereo,
-                                    largest_fragment=mc.largest_fragment,
-                                    smiles_column=smiles_column, num_workers=tc.num_workers,
-                                    progress=progress, cache_dir=cache_dir)
-        write_rejects(out_dir / "rejects_val.csv", val.rejects)
-        train_data = data
-    else:
-        if len(data) < 2:
-            raise DataFileError(f"{data_path}: fewer than 2 usable molecules")
-        tr_idx, va_idx = split_indices(len(data), tc.val_fraction, tc.val_max, seed)
-        train_data, val = data.subset(tr_idx), data.subset(va_idx)
-    if len(train_data) == 0 or len(val) == 0:
-        raise DataFileError(f"{data_path}: no usable molecules to train on")
-    mc = replace(mc, vocab_size=len(vocab))
-
-    torch.manual_seed(seed)  # parameter init only; all later randomness uses `gen`
-    net = MolVAE(mc).to(dev)
-    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    mode_rng = torch.Generator().manual_seed(seed + 1)
-    step, epoch, batch_pos, best, elapsed_before = 0, 0, 0, math.inf, 0.0
-    if init_from is not None and not resume:
-        net.load_state_dict(init.net.state_dict())
-    if state:
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["gen"])
-        mode_rng.set_state(state["mode_rng"])
-        step, epoch, batch_pos = state["step"], state["epoch"], state["batch_pos"]
-        best, elapsed_before = state["best_val_loss"], state["elapsed_s"]
-
-    run_info = {
-        "model_config": to_dict(mc), "train_config": to_dict(tc), "seed": seed,
-        "device": str(dev), "versions": ckpt.versions(), "command": command or " ".join(sys.argv),
-        "data": {"path": str(Path(data_path).resolve()), "sha256": data_sha,
-                 "molecules": len(data), "rejected": len(data.rejects),
-                 "train": len(train_data), "val": len(val),
-                 "val_path": str(Path(val_path).resolve()) if val_path else None,
-                 "val_sha256": val_sha, "smiles_column": smiles_column},
-        "vocab": vocab.to_dict(),
-    }
-    if init_from is not None and not resume:
-        run_info["init_from"] = {"path": str(init.path), "step": init.meta.get("step")}
-    if not resume:
-        (out_dir / "config.json").write_text(json.dumps(run_info, indent=2))
-    elif lr_changed:  # record it, so that a later --resume keeps the new schedule
-        log.info("learning-rate schedule changed at step %d: %s", step, lr_changed)
-        run["train_config"] = to_dict(tc)
-        run.setdefault("lr_schedule_changes", []).append({"step": step, **lr_changed})
-        (out_dir / "config.json").write_text(json.dumps(run, indent=2))
-    data_fp = {"train_sha256": data_sha, "val_sha256": val_sha, "train_molecules": len(train_data)}
-
-    metrics = MetricsLog(out_dir, step if state else None)
-    batcher = BucketBatcher(train_data.lengths, tc.batch_size, seed, tc.bucket_batches)
-    steps_per_epoch = len(batcher)
-    total_steps = tc.epochs * steps_per_epoch
+        plan = train_setup.new(out_dir, data_path, val_path, model_config, train_config, seed,
+                               smiles_column, init_from)
+    d = train_setup.datasets(plan, out_dir, progress, cache_dir)
+    metrics = MetricsLog(out_dir, plan.state["step"] if plan.state else None)
+    loop = _Loop(plan, d, dev, out_dir, metrics)
+    train_setup.record(plan, d, out_dir, str(dev), command, loop.step)
+    tc = plan.tc
+    batcher = BucketBatcher(d.train.lengths, tc.batch_size, plan.seed, tc.bucket_batches)
+    total_steps = tc.epochs * len(batcher)
     if tc.max_steps is not None:
         total_steps = min(total_steps, tc.max_steps)
-    last_val: dict[str, float] = {}
-
-    def make_model() -> ckpt.Model:
-        return ckpt.Model(net, vocab, mc, {"seed": seed, "data": data_fp, "step": step,
-                                           "epoch": epoch, "metrics": last_val})
-
-    def save_all(reason: str) -> None:
-        was = net.training
-        net.eval()
-        ckpt.save(make_model(), out_dir / ckpt.LAST)
-        ckpt.save_resume(out_dir / ckpt.RESUME, {
-            "model": net.state_dict(), "optimizer": opt.state_dict(),
-            "gen": gen.get_state(), "mode_rng": mode_rng.get_state(), "step": step,
-            "epoch": epoch, "batch_pos": batch_pos, "best_val_loss": best,
-            "elapsed_s": elapsed_before + (time.monotonic() - t0), "vocab": vocab.to_dict(),
-            "reason": reason})
-        net.train(was)
-
-    def run_validation() -> None:
-        nonlocal best, last_val
-        res = validate(net, val, tc, step, dev, seed)
-        res.update(prior_quality(make_model(), tc.val_samples, seed, tc.val_fcd))
-        net.train()
-        last_val = res
-        metrics.write({"step": step, "epoch": epoch, "split": "val", "beta": tc.beta_at(step),
-                       "tau": tc.tau_at(step), "gumbel_frac": tc.gumbel_frac_at(step),
-                       "elapsed_s": elapsed_before + time.monotonic() - t0, **res})
-        if res["loss"] < best:
-            best = res["loss"]
-            ckpt.save(make_model(), out_dir / ckpt.BEST, {"best_val_loss": best})
-        log.info("step %d val loss %.3f recon %.3f kl %.2f exact %.3f AU %d consistent %.3f%s",
-                 step, res["loss"], res["recon"], res["kl"], res["recon_exact"],
-                 res["active_units"], res.get("prior_consistent", math.nan),
-                 f" FCD {res['prior_fcd']:.2f}" if "prior_fcd" in res else "")
-
-    # Ctrl-C (and SIGTERM) finish the current step, save, then stop
-    stop = {"flag": False}
-
-    def _on_signal(signum: int, frame: Any) -> None:
-        if stop["flag"]:
-            raise KeyboardInterrupt
-        stop["flag"] = True
-
-    handlers = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    stopped_by = "interrupt"
+    with _stop_on_signals() as stop, tqdm(total=total_steps, initial=loop.step, desc="training",
+                                          unit="step", file=sys.stderr, disable=not progress,
+                                          dynamic_ncols=True) as bar:
+        loop.t0 = time.monotonic()
+        loop.net.train()
         try:
-            handlers[sig] = signal.signal(sig, _on_signal)
-        except ValueError:  # not the main thread
-            pass
-
-    t0 = time.monotonic()
-    net.train()
-    bar = tqdm(total=total_steps, initial=step, desc="training", unit="step", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True)
-    acc: dict[str, float] = {}
-    acc_n = acc_mol = 0
-    t_log = time.monotonic()
-    bad_in_row = 0
-    stopped_by = "epochs"
-    try:
-        while epoch < tc.epochs:
-            batches = batcher.epoch(epoch)
-            while batch_pos < len(batches):
-                if tc.max_steps is not None and step >= tc.max_steps:
-                    stopped_by = "max_steps"
-                    break
-                if tc.max_time is not None and time.monotonic() - t0 >= tc.max_time:
-                    stopped_by = "max_time"
-                    break
-                if stop["flag"]:
-                    stopped_by = "interrupt"
-                    break
-                idx = batches[batch_pos]
-                x, lengths = collate(train_data, idx)
-                x = _to_device(x, dev)
-                beta, tau, gfrac = tc.beta_at(step), tc.tau_at(step), tc.gumbel_frac_at(step)
-                mode = "gumbel" if float(torch.rand(1, generator=mode_rng)) < gfrac else "teacher"
-                with _autocast(dev, tc.amp):
-                    out = net(x, lengths.to(dev), mode, tau=tau, generator=gen)
-                    parts = vae_loss(out["logits"], x, out["mu"], out["logvar"], beta,
-                                     tc.free_bits)
-                loss = parts["loss"]
-                opt.zero_grad(set_to_none=True)
-                finite = bool(torch.isfinite(loss))
-                if finite:
-                    loss.backward()
-                    gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
-                    finite = bool(torch.isfinite(gnorm))
-                if not finite:
-                    bad_in_row += 1
-                    opt.zero_grad(set_to_none=True)
-                    log.warning("step %d: non-finite loss or gradient, step skipped", step)
-                    if bad_in_row >= tc.nonfinite_patience:
-                        kept = ("the last good checkpoint is kept in " + str(out_dir)
-                                if (out_dir / ckpt.LAST).exists() else "no checkpoint was written")
-                        raise TrainingError(
-                            f"loss was non-finite for {bad_in_row} steps in a row at step {step}; "
-                            f"stopped, {kept}. Try a lower --lr or a smaller --grad-clip.")
-                else:
-                    bad_in_row = 0
-                    for group in opt.param_groups:
-                        group["lr"] = tc.lr_at(step)
-                    opt.step()
-                step += 1
-                batch_pos += 1
-                if finite:
-                    for k in ("loss", "recon", "kl", "token_acc", "ce_token"):
-                        acc[k] = acc.get(k, 0.0) + parts[k].item()
-                    acc_n += 1
-                acc_mol += len(idx)
-                bar.update(1)
-                if step % tc.log_every == 0 and acc_n:
-                    now = time.monotonic()
-                    row = {k: v / acc_n for k, v in acc.items()}
-                    rate = acc_mol / max(now - t_log, 1e-9)
-                    metrics.write({"step": step, "epoch": epoch, "split": "train", "beta": beta,
-                                   "tau": tau, "gumbel_frac": gfrac,
-                                   "lr": opt.param_groups[0]["lr"], "mol_per_s": rate,
-                                   "elapsed_s": elapsed_before + now - t0, **row})
-                    bar.set_postfix(loss=f"{row['loss']:.2f}", rec=f"{row['recon']:.2f}",
-                                    kl=f"{row['kl']:.1f}", acc=f"{row['token_acc']:.3f}",
-                                    beta=f"{beta:.3g}", mol_s=f"{rate:.0f}", refresh=False)
-                    acc, acc_n, acc_mol, t_log = {}, 0, 0, now
-                if step % tc.val_every == 0:
-                    run_validation()
-                if step % tc.checkpoint_every == 0:
-                    save_all("periodic")
-            else:
-                epoch += 1
-                batch_pos = 0
-                continue
-            break
-        if step > 0 and stopped_by != "interrupt" and step % tc.val_every != 0:
-            run_validation()
-        save_all(stopped_by)
-    except KeyboardInterrupt:
-        stopped_by = "interrupt"
-        save_all(stopped_by)
-    finally:
-        bar.close()
-        metrics.close()
-        for sig, h in handlers.items():
-            signal.signal(sig, h)
+            stopped_by = _run_epochs(loop, batcher, d.train, stop, _TrainLog(loop, bar))
+            if loop.step > 0 and stopped_by != "interrupt" and loop.step % tc.val_every != 0:
+                loop.validate()
+            loop.save(stopped_by)
+        except KeyboardInterrupt:
+            stopped_by = "interrupt"
+            loop.save(stopped_by)
+        finally:
+            metrics.close()
     if stopped_by == "interrupt":
         log.warning("interrupted at step %d; state saved in %s (continue with --resume)",
-                    step, out_dir)
-    return TrainResult(out_dir, step, epoch, best, stopped_by, last_val)
+                    loop.step, out_dir)
+    return TrainResult(out_dir, loop.step, loop.epoch, loop.best, stopped_by, loop.last_val)
