@@ -68,7 +68,7 @@ def training_hashes(model: Any = None, train: str | Path | None = None) -> np.nd
         return _hashes_of_file(str(train))
     import json
 
-    from .metrics import REFERENCE_DIR, shipped_reference
+    from .moses_files import REFERENCE_DIR, shipped_reference
     sha = ((getattr(model, "meta", None) or {}).get("data") or {}).get("train_sha256")
     prov = REFERENCE_DIR / "provenance.json"
     shipped = json.loads(prov.read_text())["files"]["train_hashes.npy"]["sha256"] \

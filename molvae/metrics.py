@@ -36,19 +36,14 @@ Example:
 
 from __future__ import annotations
 
-import csv
-import gzip
-import json
 import math
 import os
 import warnings
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
-import rdkit
 
-from . import parallel
+from . import moses_files, parallel
 from ._features import (  # the internals the metrics below are built from
     _ALL,
     _FILTERS,
@@ -73,12 +68,19 @@ from ._features import (  # the internals the metrics below are built from
     _int_divs,
     _key,
     _load_npz,
-    _load_shipped,
     _reference_features,
     _snn,
     _wasserstein,
 )
 from .filters import filter_failures, passes_filters  # public here too, as before
+from .moses_files import (  # public here too, as before
+    MOSES_DIR,
+    REFERENCE_DIR,
+    SPLITS,
+    default_reference,
+    load_moses,
+    shipped_reference,
+)
 
 __all__ = [
     "MOSES_DIR",
@@ -104,98 +106,7 @@ __all__ = [
     "snn",
 ]
 
-MOSES_DIR = Path(__file__).resolve().parent.parent / "data" / "moses"
-REFERENCE_DIR = Path(__file__).resolve().parent / "reference"  # package data, see above
-# evaluate()'s metric-name suffix -> MOSES split; "train" is shipped as train_hashes.npy
-_SPLITS = {"Test": "test", "TestSF": "test_scaffolds"}
-_SHIPPED_KEYS = ("fcd_mu", "fcd_sigma", "fps", "frag_keys", "frag_counts", "scaf_keys",
-                 "scaf_counts", *PROPERTY_NAMES)
-
-
 # --------------------------------------------------------------------------- references
-
-
-def load_moses(split: str, folder: str | os.PathLike | None = None) -> list[str]:
-    """Reads a MOSES split shipped with the repository.
-
-    Args:
-        split: "train", "test" or "test_scaffolds".
-        folder: where the csv.gz files are; None -> ``data/moses`` of the repository checkout.
-
-    Returns:
-        The SMILES column of ``data/moses/{split}.csv.gz``.
-
-    Raises:
-        FileNotFoundError: the file is not there.
-    """
-    path = (MOSES_DIR if folder is None else Path(folder)) / f"{split}.csv.gz"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"MOSES {split} set not found at {path}; pass the reference SMILES explicitly "
-            "(test=..., test_scaffolds=..., train=...) or put the MOSES csv.gz files there"
-        )
-    with gzip.open(path, "rt", newline="") as f:
-        rows = csv.reader(f)
-        header = next(rows)
-        column = header.index("SMILES") if "SMILES" in header else 0
-        return [row[column] for row in rows if row]
-
-
-def _shipped_path(split: str) -> Path:
-    return REFERENCE_DIR / ("train_hashes.npy" if split == "train" else f"{split}.npz")
-
-
-def _shipped(split: str) -> Stats | None:
-    """The shipped statistics of a MOSES split, or None when the file is not there."""
-    path = _shipped_path(split)
-    if not path.is_file():
-        return None
-    provenance = REFERENCE_DIR / "provenance.json"
-    made_with = json.loads(provenance.read_text()).get("rdkit") if provenance.is_file() else None
-    if made_with is not None and made_with != rdkit.__version__:
-        warnings.warn(
-            f"the shipped MOSES reference statistics were made with RDKit {made_with}, this is "
-            f"RDKit {rdkit.__version__}: canonical SMILES, fingerprints and scaffolds can differ "
-            "slightly; pass test=/train= (or run scripts/make_reference_stats.py) for exact ones",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    return _load_shipped(str(path), path.stat().st_mtime_ns)
-
-
-def shipped_reference(split: str) -> Stats:
-    """Reads the reference statistics of a MOSES split that ship in ``molvae/reference/``.
-
-    Args:
-        split: "test" or "test_scaffolds" (the arrays `reference_statistics` gives, without
-            ``smiles``; ``fps`` holds each distinct fingerprint once), or "train" (``hashes``:
-            sorted uint64 digests of the canonical training SMILES).
-
-    Returns:
-        Name -> array; shared between calls, do not modify.
-
-    Raises:
-        FileNotFoundError: the file is not installed.
-    """
-    if split not in (*_SPLITS.values(), "train"):
-        raise ValueError(f"unknown MOSES split {split!r}")
-    stats = _shipped(split)
-    if stats is None:
-        raise FileNotFoundError(
-            f"shipped MOSES {split} statistics not found at {_shipped_path(split)}; reinstall "
-            "molvae or make them with scripts/make_reference_stats.py"
-        )
-    return stats
-
-
-def _default_reference(split: str) -> list[str]:
-    """load_moses for evaluate's defaults, whose error also names the missing shipped file."""
-    try:
-        return load_moses(split)
-    except FileNotFoundError as e:
-        raise FileNotFoundError(
-            f"{e} (the shipped statistics {_shipped_path(split)} are missing too)"
-        ) from None
 
 
 def reference_statistics(
@@ -604,15 +515,15 @@ def evaluate(
     train_hashes = None
     if test is None:
         given = {"Test": None, "TestSF": test_scaffolds}
-        for name, split in _SPLITS.items():
-            if given[name] is None and (stats := _shipped(split)) is not None:
+        for name, split in SPLITS.items():
+            if given[name] is None and (stats := moses_files.shipped(split)) is not None:
                 shipped[name] = stats
             elif given[name] is None:
-                given[name] = _default_reference(split)
+                given[name] = default_reference(split)
         test, test_scaffolds = given["Test"], given["TestSF"]
         if train is None:
-            train_hashes = _shipped("train")
-            train = _default_reference("train") if train_hashes is None else None
+            train_hashes = moses_files.shipped("train")
+            train = default_reference("train") if train_hashes is None else None
     ks = [ks] if isinstance(ks, int) else list(ks)
     refs = {"Test": test, "TestSF": test_scaffolds}
     refs = {name: ref for name, ref in refs.items() if ref is not None}
@@ -630,7 +541,7 @@ def evaluate(
         name: shipped[name]
         if name in shipped
         else _reference_features(refs[name], keys[name], n_jobs, progress, cache_dir)
-        for name in _SPLITS
+        for name in SPLITS
         if name in shipped or name in refs
     }
     train_set = None if train is None else _canonical_set(train, n_jobs, progress, cache_dir)
@@ -694,9 +605,9 @@ def reference_properties(
     Returns:
         ``{"logP": array, "SA": array, "QED": array, "weight": array}`` (float64, file order).
     """
-    stats = _shipped(split) if split in _SPLITS.values() else None
+    stats = moses_files.shipped(split) if split in SPLITS.values() else None
     if stats is None:
-        return molecule_properties(_default_reference(split), n_jobs=n_jobs, progress=progress)
+        return molecule_properties(default_reference(split), n_jobs=n_jobs, progress=progress)
     return {name: np.asarray(stats[name], dtype=float) for name in PROPERTY_NAMES}
 
 

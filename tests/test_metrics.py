@@ -12,6 +12,7 @@ from rdkit import Chem, DataStructs
 from rdkit.Chem import Descriptors, rdFingerprintGenerator
 
 from molvae import metrics as M
+from molvae import moses_files
 
 # 50 molecules drawn (seed 7) from the MOSES training set: drug-like, all pass the MOSES filters.
 DRUGS = [
@@ -386,8 +387,8 @@ def test_process_pool_gives_the_same_numbers(monkeypatch):
 
 
 def test_missing_moses_data_is_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(M, "MOSES_DIR", tmp_path)
-    monkeypatch.setattr(M, "REFERENCE_DIR", tmp_path)  # no shipped statistics either
+    monkeypatch.setattr(moses_files, "MOSES_DIR", tmp_path)
+    monkeypatch.setattr(moses_files, "REFERENCE_DIR", tmp_path)  # no shipped statistics either
     with pytest.raises(FileNotFoundError, match=r"MOSES test set not found"):
         M.evaluate(["CCO"])
 

@@ -1,7 +1,7 @@
 """The MOSES reference statistics shipped in molvae/reference/ and evaluate()'s use of them.
 
 CPU only and hermetic: the comparisons build tiny reference files in tmp_path with the functions
-of scripts/make_reference_stats.py and point metrics.REFERENCE_DIR at them.
+of scripts/make_reference_stats.py and point moses_files.REFERENCE_DIR at them.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 from conftest import load_script, read_moses
 
 from molvae import metrics as M
+from molvae import moses_files
 from molvae._features import _hashed_novelty, _smiles_hashes
 
 SHIPPED = Path(M.__file__).resolve().parent / "reference"
@@ -56,8 +57,8 @@ def computed(tiny) -> dict[str, float]:
 
 
 def _shipped_only(monkeypatch: pytest.MonkeyPatch, tiny: dict, tmp_path: Path) -> None:
-    monkeypatch.setattr(M, "REFERENCE_DIR", tiny["out"])
-    monkeypatch.setattr(M, "MOSES_DIR", tmp_path)  # as in a wheel install: no data/moses
+    monkeypatch.setattr(moses_files, "REFERENCE_DIR", tiny["out"])
+    monkeypatch.setattr(moses_files, "MOSES_DIR", tmp_path)  # as in a wheel install: no data/moses
 
     def no_reference_chemnet(*args, **kwargs):
         raise AssertionError("ChemNet ran over a shipped reference set")
@@ -92,7 +93,7 @@ def test_shipped_files_have_the_expected_shapes_and_provenance():
             assert hashes.dtype == np.uint64 and len(hashes) == entry["distinct"]
             assert np.all(hashes[1:] > hashes[:-1])  # sorted, distinct
             continue
-        assert set(M._SHIPPED_KEYS) <= set(stats)
+        assert set(moses_files.SHIPPED_KEYS) <= set(stats)
         assert stats["fcd_mu"].shape == (512,) and stats["fcd_mu"].dtype == np.float64
         sigma = stats["fcd_sigma"]
         assert sigma.shape == (512, 512) and np.allclose(sigma, sigma.T)
@@ -109,7 +110,7 @@ def test_shipped_files_have_the_expected_shapes_and_provenance():
 def test_unknown_or_missing_split_is_a_clear_error(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="unknown MOSES split"):
         M.shipped_reference("valid")
-    monkeypatch.setattr(M, "REFERENCE_DIR", tmp_path)
+    monkeypatch.setattr(moses_files, "REFERENCE_DIR", tmp_path)
     with pytest.raises(FileNotFoundError, match=r"test_scaffolds\.npz"):
         M.shipped_reference("test_scaffolds")
 
@@ -141,8 +142,8 @@ def test_evaluate_with_shipped_stats_equals_the_computing_path(tiny, computed, m
 
 
 def test_explicit_references_mix_with_shipped_ones(tiny, computed, monkeypatch, tmp_path):
-    monkeypatch.setattr(M, "REFERENCE_DIR", tiny["out"])
-    monkeypatch.setattr(M, "MOSES_DIR", tmp_path)
+    monkeypatch.setattr(moses_files, "REFERENCE_DIR", tiny["out"])
+    monkeypatch.setattr(moses_files, "MOSES_DIR", tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         got = M.evaluate(tiny["samples"], test_scaffolds=tiny["sets"]["test_scaffolds"],
@@ -155,8 +156,8 @@ def test_a_missing_shipped_file_names_itself(tiny, monkeypatch, tmp_path):
     partial.mkdir()
     for name in ("test.npz", "test_scaffolds.npz"):
         (partial / name).write_bytes((tiny["out"] / name).read_bytes())
-    monkeypatch.setattr(M, "REFERENCE_DIR", partial)
-    monkeypatch.setattr(M, "MOSES_DIR", tmp_path)
+    monkeypatch.setattr(moses_files, "REFERENCE_DIR", partial)
+    monkeypatch.setattr(moses_files, "MOSES_DIR", tmp_path)
     with pytest.raises(FileNotFoundError, match=r"MOSES train set not found.*train_hashes\.npy"):
         M.evaluate(["CCO", "CCN"], n_jobs=1, cache_dir=False)
 
