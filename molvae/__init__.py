@@ -13,7 +13,6 @@ from . import (
 from ._version import __version__
 from .checkpoint import CheckpointError, Model
 from .config import ConfigError, ModelConfig, TrainConfig
-from .data import DataFileError
 from .generate import (
     MoleculeError,
     active_units,
@@ -29,6 +28,7 @@ from .generate import (
 from .optimize import optimize
 from .oracle import Constraints, OptimizeResult
 from .properties import score
+from .readers import DataFileError
 
 # The training code is loaded on first use of `molvae.train` / `molvae.TrainingError`, so that
 # `import molvae` (and `molvae sample`) does not import it. `train` needs a property rather

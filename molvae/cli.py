@@ -256,9 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return 2
-    from .data import DataFileError
     from .draw import PictureError
     from .io import OutputError
+    from .readers import DataFileError
     try:
         default_num_threads(_threads(args))
         code = int(args.func(args) or 0)

@@ -142,7 +142,7 @@ def read_input(args: argparse.Namespace, path: str | None = None) -> InputRows:
 
     Pass-through columns whose names clash with result columns are prefixed ``input_``.
     """
-    from .data import read_molecules
+    from .readers import read_molecules
     raw = read_molecules(path or args.input, args.smiles_column, args.id_column)
     # the column the ids come from is the `id` column; the others pass through as they are
     extra_cols = [c for c in raw.columns if c != "id" and not all(

@@ -14,7 +14,7 @@ log = logging.getLogger("molvae")
 
 
 def _read_smiles_file(path: str, column: str | None = None) -> list[str]:
-    from .data import read_molecules
+    from .readers import read_molecules
     raw = read_molecules(path, column)
     return [t if t is not None and raw.problem(i) is None else ""
             for i, t in enumerate(raw.texts)]
@@ -68,7 +68,7 @@ def cmd_latent_map(args: argparse.Namespace) -> int:
         raise UsageError(f"-n {args.n}: a latent map needs at least 3 molecules")
     names: list[str] | None = None
     if args.molecules:
-        from .data import read_molecules
+        from .readers import read_molecules
         raw = read_molecules(args.molecules, args.smiles_column, args.id_column)
         keep = [i for i in range(len(raw.texts)) if raw.problem(i) is None]
         mols = [raw.texts[i] or "" for i in keep]

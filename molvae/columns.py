@@ -55,7 +55,7 @@ def _cell(value: float) -> str:
 @lru_cache(maxsize=2)
 def _hashes_of_file(path: str) -> np.ndarray:
     from ._features import _smiles_hashes
-    from .data import read_molecules
+    from .readers import read_molecules
     return np.unique(_smiles_hashes(t for t in read_molecules(path).texts if t))
 
 

@@ -40,7 +40,7 @@ class TableWriter:
     - .smi: the standard ``SMILES<TAB>name`` per row, no header. The name is the row's
       ``id``, else its ``name``, else the first of its ``index``/``line``/``step`` columns,
       else nothing (the line is just the SMILES). A row without a molecule is written with an
-      empty SMILES field, ``<TAB>name``, so line i is still row i: :func:`molvae.data.
+      empty SMILES field, ``<TAB>name``, so line i is still row i: :func:`molvae.readers.
       read_molecules` reads such a line back as a row with status ``empty`` and its name
       (RDKit's SmilesMolSupplier as an unparsable record).
     - .sdf: one record per row, titled with the row's ``id``/``name`` (else ``#<n>``, n the

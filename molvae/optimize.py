@@ -88,7 +88,7 @@ def _start_molecules(start: Any, smiles_column: str | None = None) -> list[str] 
         path = Path(text)
         suffixes = [s.lower() for s in path.suffixes]
         if path.is_file() or any(s in (".smi", ".csv", ".tsv", ".sdf", ".gz") for s in suffixes):
-            from .data import read_molecules
+            from .readers import read_molecules
             raw = read_molecules(path, smiles_column)
             return [t for i, t in enumerate(raw.texts) if t and i not in raw.errors]
         return [text]

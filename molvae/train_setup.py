@@ -16,7 +16,8 @@ from typing import Any
 
 from . import checkpoint as ckpt
 from .config import ConfigError, ModelConfig, TrainConfig, from_dict, to_dict
-from .data import DataFileError, TokenData, load_dataset, split_indices, write_rejects
+from .data import TokenData, load_dataset, split_indices, write_rejects
+from .readers import DataFileError
 from .vocab import Vocab
 
 log = logging.getLogger(__name__)

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from molvae.config import ModelConfig, TrainConfig
-from molvae.data import BucketBatcher, collate, load_dataset, read_molecules, tokenize
+from molvae.data import BucketBatcher, collate, load_dataset, tokenize
 from molvae.model import MolVAE, vae_loss
+from molvae.readers import read_molecules
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ROOT / "data" / "moses" / "train.csv.gz"

@@ -28,9 +28,9 @@ import torch
 from benchmark_moses import cpu_name  # scripts/ is on sys.path when run as a script
 
 from molvae import checkpoint, domain
-from molvae.data import file_sha256, read_molecules
 from molvae.metrics import MOSES_DIR, load_moses
 from molvae.pretrained import default_model_path
+from molvae.readers import file_sha256, read_molecules
 
 
 def molecules(path: str | None, split: str) -> tuple[list[str], dict[str, str]]:

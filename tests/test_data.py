@@ -1,4 +1,5 @@
-"""molvae.data: reading molecule files, tokenizing, caching, splitting and batching."""
+"""molvae.readers and molvae.data: reading molecule files, tokenizing, caching, splitting and
+batching."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import torch
 from rdkit import Chem
 
 from molvae import data as D
-from molvae.data import BucketBatcher, DataFileError, TokenData, read_molecules, tokenize
+from molvae.data import BucketBatcher, TokenData, tokenize
+from molvae.readers import DataFileError, file_sha256, read_molecules
 from molvae.vocab import EOS, PAD, Vocab
 
 
@@ -317,7 +319,7 @@ def test_cache_is_reused(cached, monkeypatch):
 
     monkeypatch.setattr(D, "tokenize", boom)
     second, sha2 = D.load_dataset(p, num_workers=1, cache_dir=cache)
-    assert sha2 == sha == D.file_sha256(p)
+    assert sha2 == sha == file_sha256(p)
     _assert_same_tokens(first, second)
 
 

@@ -20,7 +20,6 @@ from rdkit.Chem import Crippen
 
 import molvae
 from molvae import cli_score, mpo
-from molvae.data import DataFileError
 from molvae.properties import (
     OBJECTIVES,
     Objective,
@@ -30,6 +29,7 @@ from molvae.properties import (
     score,
     similarity,
 )
+from molvae.readers import DataFileError
 
 ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O"
 CYCLODODECANE = "C1CCCCCCCCCCC1"

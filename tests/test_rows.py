@@ -13,8 +13,8 @@ from rdkit import Chem
 
 from molvae import chem
 from molvae import data as D
-from molvae.data import DataFileError, read_molecules
 from molvae.io import TableWriter, status_table_path, write_status_table
+from molvae.readers import DataFileError, RawMolecules, read_molecules
 
 # 18 lines: (line text, expected status, expected id)
 SMI_LINES = [
@@ -39,7 +39,7 @@ SMI_LINES = [
 ]
 
 
-def _status(raw: D.RawMolecules, i: int) -> str:
+def _status(raw: RawMolecules, i: int) -> str:
     problem = raw.problem(i)
     return problem[0] if problem else chem.prepare(raw.texts[i]).status
 

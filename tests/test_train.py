@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 import molvae
 from molvae import ConfigError, DataFileError, TrainConfig, TrainingError
 from molvae import checkpoint as ckpt
-from molvae.data import file_sha256
 from molvae.model import Decoder
+from molvae.readers import file_sha256
 
 train_mod = importlib.import_module("molvae.train")  # `molvae.train` is the function
 
