@@ -39,8 +39,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.output:
         Path(args.output).write_text(json.dumps(res, indent=2) + "\n")
     if args.plot:
-        from .draw import property_histograms
         from .metrics import molecule_properties, reference_properties
+        from .plots import property_histograms
         ref = (molecule_properties(refs["test"]) if refs["test"]
                else reference_properties("test", progress=not args.quiet))
         property_histograms(molecule_properties(samples), ref, args.plot)
@@ -49,7 +49,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from .draw import training_curves
+    from .plots import training_curves
     out = args.output or str(Path(args.run) / "training_curves.png")
     image_check(out)
     training_curves(args.run, out)
@@ -60,9 +60,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_latent_map(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .draw import latent_map
     from .generate import encode, prepare_inputs
     from .metrics import load_moses, molecule_properties
+    from .plots import latent_map
     image_check(args.output)
     if args.n < 3:
         raise UsageError(f"-n {args.n}: a latent map needs at least 3 molecules")

@@ -39,7 +39,6 @@ import numpy as np
 import torch
 
 import molvae
-from molvae.draw import property_histograms
 from molvae.metrics import (
     PROPERTY_NAMES,
     evaluate,
@@ -48,6 +47,7 @@ from molvae.metrics import (
     reference_properties,
     reference_statistics,
 )
+from molvae.plots import property_histograms
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,16 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from molvae import draw
-from molvae.draw import (
-    PictureError,
-    _number,
-    _panel_range,
-    interpolation_strip,
-    latent_map,
-    molecule_grid,
-    property_histograms,
-)
+from molvae import plots
+from molvae.draw import PictureError, _number, interpolation_strip, molecule_grid
+from molvae.plots import _panel_range, latent_map, property_histograms
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LONG = "CN1CCC[C@H]1c1cccnc1CCCCCCCCCCCCCCCCCCCCC(=O)OCC"
@@ -211,7 +204,7 @@ def test_latent_map_names_few_points(tmp_path):
     svg = tmp_path / "indices.svg"
     latent_map(z, v, svg, method="pca")
     assert {str(i) for i in range(12)} <= set(_text(svg).split())
-    z, v = _latents(draw.LABEL_POINTS + 1)
+    z, v = _latents(plots.LABEL_POINTS + 1)
     svg = tmp_path / "many.svg"
     latent_map(z, v, svg, method="pca", names=[f"name{i}" for i in range(len(z))])
     assert "name7" not in _text(svg)  # too many points to name
@@ -244,7 +237,7 @@ def test_latent_map_reduces_many_points_before_tsne(tmp_path, monkeypatch):
         return original(self, x, *args, **kwargs)
 
     monkeypatch.setattr(TSNE, "fit_transform", spy)
-    monkeypatch.setattr(draw, "TSNE_PCA_ABOVE", 30)
+    monkeypatch.setattr(plots, "TSNE_PCA_ABOVE", 30)
     z, v = _latents(60, dim=64)
     latent_map(z, v, tmp_path / "big.png")
     latent_map(z[:30], v[:30], tmp_path / "small.png")

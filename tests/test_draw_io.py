@@ -1,4 +1,5 @@
-"""Pictures (molvae.draw) and result tables (molvae.io): valid files, nothing dropped."""
+"""Pictures (molvae.draw, molvae.plots) and result tables (molvae.io): valid files, nothing
+dropped."""
 
 from __future__ import annotations
 
@@ -10,15 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from molvae.draw import (
-    PictureError,
-    interpolation_strip,
-    latent_map,
-    molecule_grid,
-    property_histograms,
-    training_curves,
-)
+from molvae.draw import PictureError, interpolation_strip, molecule_grid
 from molvae.io import OutputError, TableWriter
+from molvae.plots import latent_map, property_histograms, training_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MOLS = ["CCO", None, "c1ccccc1", "xyz", "", "CC(=O)Nc1ccc(O)cc1", "C1CC"]
