@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .draw import PictureError, check_length, picture_kind, shorten
 
@@ -149,6 +149,46 @@ def _property_axes(x: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, float]:
     return np.column_stack([along, rest[:, 0]]), r2
 
 
+def _project(ax: Any, x: np.ndarray, v: np.ndarray, method: str, label: str, seed: int,
+             perplexity: float) -> tuple[np.ndarray, str]:
+    """The (N, 2) map coordinates of latents x by ``method``, with the axes labelled; and how
+    they were made, for the title."""
+    import numpy as np
+    if method == "tsne":
+        xy, perp = _tsne(x, seed, perplexity)
+        ax.set_xlabel("t-SNE 1")
+        ax.set_ylabel("t-SNE 2")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return xy, f"t-SNE, perplexity {perp:.3g}"
+    if method == "pca":
+        xy, explained = _principal_axes(x, 2)
+        if xy.shape[1] < 2:
+            xy = np.column_stack([xy[:, 0], np.zeros(len(xy))])
+            explained = np.append(explained, 0.0)
+        ax.set_xlabel(f"PC1 ({explained[0]:.0%} of variance)")
+        ax.set_ylabel(f"PC2 ({explained[1]:.0%} of variance)")
+        return xy, "PCA"
+    xy, r2 = _property_axes(x, v)
+    ax.set_xlabel(f"latent direction of {label} (linear fit R\u00b2 {r2:.2f})")
+    ax.set_ylabel("main remaining axis")
+    return xy, "property direction"
+
+
+def _label_points(ax: Any, xy: np.ndarray, rows: np.ndarray, names: Sequence[str] | None
+                  ) -> None:
+    """Name each point (``names[row]``, else its row number), labels pointing inwards so that
+    none runs off the panel."""
+    ax.margins(x=0.1, y=0.08)
+    middle = (xy[:, 0].min() + xy[:, 0].max()) / 2
+    for (px, py), i in zip(xy, rows):
+        text = shorten(str(names[i]), 24) if names is not None else str(i)
+        right = px <= middle
+        note = ax.annotate(text, (px, py), xytext=(4 if right else -4, 3), fontsize=7,
+                           textcoords="offset points", ha="left" if right else "right")
+        note.set_in_layout(False)
+
+
 def latent_map(z: Sequence[Sequence[float]], values: Sequence[float], path: str | Path,
                label: str = "property", method: str = "tsne",
                names: Sequence[str] | None = None, seed: int = 0,
@@ -182,39 +222,13 @@ def latent_map(z: Sequence[Sequence[float]], values: Sequence[float], path: str 
     if len(x) < 3:
         raise PictureError("need at least 3 encoded molecules for a latent map")
     fig, (ax,) = _figure(1, width=5.5, height=4.5)
-    if method == "tsne":
-        xy, perp = _tsne(x, seed, perplexity)
-        ax.set_xlabel("t-SNE 1")
-        ax.set_ylabel("t-SNE 2")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        how = f"t-SNE, perplexity {perp:.3g}"
-    elif method == "pca":
-        xy, explained = _principal_axes(x, 2)
-        if xy.shape[1] < 2:
-            xy = np.column_stack([xy[:, 0], np.zeros(len(xy))])
-            explained = np.append(explained, 0.0)
-        ax.set_xlabel(f"PC1 ({explained[0]:.0%} of variance)")
-        ax.set_ylabel(f"PC2 ({explained[1]:.0%} of variance)")
-        how = "PCA"
-    else:
-        xy, r2 = _property_axes(x, vk)
-        ax.set_xlabel(f"latent direction of {label} (linear fit R\u00b2 {r2:.2f})")
-        ax.set_ylabel("main remaining axis")
-        how = "property direction"
+    xy, how = _project(ax, x, vk, method, label, seed, perplexity)
     n = len(xy)
     sc = ax.scatter(xy[:, 0], xy[:, 1], c=vk, s=float(np.clip(4000 / n, 4, 60)),
                     cmap="viridis", alpha=0.85, linewidths=0)
     fig.colorbar(sc, ax=ax, label=label)
     if n <= LABEL_POINTS:
-        ax.margins(x=0.1, y=0.08)
-        middle = (xy[:, 0].min() + xy[:, 0].max()) / 2
-        for (px, py), i in zip(xy, np.flatnonzero(keep)):
-            text = shorten(str(names[i]), 24) if names is not None else str(i)
-            right = px <= middle  # labels point inwards, so none runs off the panel
-            note = ax.annotate(text, (px, py), xytext=(4 if right else -4, 3), fontsize=7,
-                               textcoords="offset points", ha="left" if right else "right")
-            note.set_in_layout(False)
+        _label_points(ax, xy, np.flatnonzero(keep), names)
     ax.set_title(f"latent space, {n:,} molecules ({how})", fontsize=10)
     _save(fig, path)
     out = np.full((len(z), 2), np.nan)
