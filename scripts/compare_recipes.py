@@ -201,8 +201,9 @@ def main() -> None:
           f"{args.parallel} at a time) on {on}; the "
           "last validation row: 1,000 prior samples z ~ N(0, I) at temperature 1 (the same for "
           "every run) and the held-out split.\n\n" + table(res))
-    same = at_common_step({n: val_rows(runs / n) for n in args.recipes})
-    if same and len(args.recipes) > 1:
+    trained = [n for n in args.recipes if n != "start"]  # start has only its one step
+    same = at_common_step({n: val_rows(runs / n) for n in trained}) if trained else None
+    if same and len(trained) > 1:
         step, rows = same
         res["at_common_step"] = {"step": step, "recipes": rows}
         md += (f"\n\nThe same runs at the last validation step they all reached ({step:,}), "

@@ -108,6 +108,9 @@ def test_recipe_subset_is_seeded(recipes, tmp_path):
     a = recipes.subset(tmp_path / "a.csv", 50, seed=3).read_text().splitlines()
     b = recipes.subset(tmp_path / "b.csv", 50, seed=3).read_text().splitlines()
     assert a == b and a[0] == "SMILES" and len(set(a[1:])) == 50
+    # 0 molecules: all of MOSES train, the file itself (nothing written)
+    assert recipes.subset(tmp_path / "c.csv", 0, seed=3) == recipes.TRAIN
+    assert not (tmp_path / "c.csv").exists()
 
 
 def test_prepare_benchmark_compares_like_with_like():
