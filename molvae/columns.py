@@ -7,7 +7,6 @@ and one dict of formatted cells per molecule; a molecule without a value gets em
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Sequence
 from functools import lru_cache
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .config import suggest
 
 __all__ = ["ColumnError", "EXTRA_COLUMNS", "parse_properties", "property_table",
            "training_hashes"]
@@ -40,9 +41,8 @@ def parse_properties(spec: str | Sequence[str]) -> list[str]:
     known = _known()
     for n in names:
         if n not in known:
-            close = difflib.get_close_matches(n, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ColumnError(f"unknown property {n!r}{hint}; known: {', '.join(known)}")
+            raise ColumnError(f"unknown property {n!r}{suggest(n, known)}; known: "
+                              f"{', '.join(known)}")
     if len(set(names)) < len(names):
         raise ColumnError(f"a property is named twice: {','.join(names)}")
     return names

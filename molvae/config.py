@@ -270,7 +270,7 @@ def _coerce(cls: type, name: str, value: Any, where: str) -> Any:
         raise ConfigError(f"{where}{name}: bad value {value!r} (expected {kind})") from None
 
 
-def _suggest(word: str, choices: Sequence[str]) -> str:
+def suggest(word: str, choices: Sequence[str]) -> str:
     """' (did you mean 'x'?)' for the closest choice, or nothing."""
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -282,7 +282,7 @@ def from_dict(cls: type, values: dict[str, Any], where: str = "") -> Any:
     kwargs = {}
     for key, value in values.items():
         if key not in names:
-            raise ConfigError(f"{where}unknown key {key!r}{_suggest(key, names)}")
+            raise ConfigError(f"{where}unknown key {key!r}{suggest(key, names)}")
         kwargs[key] = _coerce(cls, key, value, where)
     cfg = cls(**kwargs)
     cfg.validate()
@@ -296,7 +296,7 @@ PRESETS = ("moses", "moses_gpu")  # named recipes shipped with the package: pres
 def load_preset(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """A named recipe's [model] and [train] tables (e.g. ``"moses"``, the bundled model's)."""
     if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}{_suggest(name, PRESETS)}; presets: "
+        raise ConfigError(f"unknown preset {name!r}{suggest(name, PRESETS)}; presets: "
                           + ", ".join(PRESETS))
     return load_config_file(PRESET_DIR / f"{name}.toml")
 
@@ -314,7 +314,7 @@ def load_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
         with path.open("rb") as fh:
             raw = tomllib.load(fh)
     except FileNotFoundError:
-        hint = "" if path.suffix else f"{_suggest(str(path), PRESETS)}; presets: " + \
+        hint = "" if path.suffix else f"{suggest(str(path), PRESETS)}; presets: " + \
             ", ".join(PRESETS)
         raise ConfigError(f"{path}: config file not found{hint}") from None
     except tomllib.TOMLDecodeError as exc:

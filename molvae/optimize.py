@@ -13,7 +13,6 @@ free; the budget is never exceeded). Methods:
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import logging
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .checkpoint import Model
+from .config import suggest
 from .oracle import Constraints, OptimizeResult, Oracle
 from .search import Search
 
@@ -48,9 +48,8 @@ DEFAULT_METHOD = "evolution"
 def _method(name: str) -> Callable[..., None]:
     """The function that runs method ``name`` on a :class:`Search` (a clear error if unknown)."""
     if name not in METHODS:
-        close = difflib.get_close_matches(str(name), list(METHODS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown method {name!r}{hint}; choose from {', '.join(METHODS)}")
+        raise ValueError(f"unknown method {name!r}{suggest(str(name), list(METHODS))}; "
+                         f"choose from {', '.join(METHODS)}")
     module, func = METHODS[name]
     return getattr(importlib.import_module(f".{module}", __package__), func)
 
@@ -73,10 +72,8 @@ def check_options(method: str, options: dict[str, Any]) -> None:
     known = list(method_options(method))
     for key in options:
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"unknown option {key!r} for method {method!r}{hint}; its "
-                             f"options: {', '.join(known)}")
+            raise ValueError(f"unknown option {key!r} for method {method!r}"
+                             f"{suggest(key, known)}; its options: {', '.join(known)}")
 
 
 def _start_molecules(start: Any, smiles_column: str | None = None) -> list[str] | None:

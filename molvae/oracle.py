@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import chem, properties, sdf
+from .config import suggest
 from .io import flag_text
 
 __all__ = ["Call", "Constraints", "Oracle", "OptimizeResult", "auc_top_k"]
@@ -71,11 +72,9 @@ class Constraints:
             base = dict(value or {})
             unknown = set(base) - set(cls.__dataclass_fields__)
             if unknown:
-                import difflib
                 key = sorted(unknown)[0]
-                close = difflib.get_close_matches(key, list(cls.__dataclass_fields__), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ValueError(f"unknown constraint {key!r}{hint}")
+                raise ValueError(f"unknown constraint {key!r}"
+                                 f"{suggest(key, list(cls.__dataclass_fields__))}")
         base.update({k: v for k, v in extra.items() if v is not None})
         windows = base.get("windows") or ()
         if isinstance(windows, dict):
