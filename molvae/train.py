@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -212,8 +212,9 @@ class _Loop:
         self.bad_in_row = 0
         self.t0 = time.monotonic()
 
-    def elapsed(self) -> float:
-        return self.elapsed_before + time.monotonic() - self.t0
+    def elapsed(self, now: float | None = None) -> float:
+        """Training seconds over every session of the run, up to ``now`` (monotonic)."""
+        return self.elapsed_before + (time.monotonic() if now is None else now) - self.t0
 
     def model(self) -> ckpt.Model:
         return ckpt.Model(self.net, self.vocab, self.mc,
@@ -315,6 +316,8 @@ class _TrainLog:
         self.since = now
 
     def add(self, parts: dict[str, torch.Tensor] | None, molecules: int) -> None:
+        """Count one step (``parts`` None: skipped) and write the row when one is due."""
+        self.bar.update(1)
         if parts is not None:
             for k in ("loss", "recon", "kl", "token_acc", "ce_token"):
                 self.sums[k] = self.sums.get(k, 0.0) + parts[k].item()
@@ -330,7 +333,7 @@ class _TrainLog:
         loop.metrics.write({"step": loop.step, "epoch": loop.epoch, "split": "train",
                             "beta": beta, "tau": tau, "gumbel_frac": gfrac,
                             "lr": loop.opt.param_groups[0]["lr"], "mol_per_s": rate,
-                            "elapsed_s": loop.elapsed_before + now - loop.t0, **row})
+                            "elapsed_s": loop.elapsed(now), **row})
         self.bar.set_postfix(loss=f"{row['loss']:.2f}", rec=f"{row['recon']:.2f}",
                              kl=f"{row['kl']:.1f}", acc=f"{row['token_acc']:.3f}",
                              beta=f"{beta:.3g}", mol_s=f"{rate:.0f}", refresh=False)
@@ -372,9 +375,7 @@ def _run_epochs(loop: _Loop, batcher: BucketBatcher, data: TokenData, stop: dict
             if reason:
                 return reason
             idx = batches[loop.batch_pos]
-            parts = loop.train_step(data, idx)
-            train_log.bar.update(1)
-            train_log.add(parts, len(idx))
+            train_log.add(loop.train_step(data, idx), len(idx))
             if loop.step % tc.val_every == 0:
                 loop.validate()
             if loop.step % tc.checkpoint_every == 0:
@@ -408,6 +409,7 @@ def train(data_path: str | Path, out_dir: str | Path, *, val_path: str | Path | 
         plan = train_setup.new(out_dir, data_path, val_path, model_config, train_config, seed,
                                smiles_column, init_from)
     d = train_setup.datasets(plan, out_dir, progress, cache_dir)
+    plan.mc = replace(plan.mc, vocab_size=len(d.data.vocab))  # the network's output size
     metrics = MetricsLog(out_dir, plan.state["step"] if plan.state else None)
     loop = _Loop(plan, d, dev, out_dir, metrics)
     train_setup.record(plan, d, out_dir, str(dev), command, loop.step)

@@ -146,7 +146,6 @@ def datasets(plan: Plan, out_dir: Path, progress: bool, cache_dir: str | Path | 
         train_data, val = data.subset(tr_idx), data.subset(va_idx)
     if len(train_data) == 0 or len(val) == 0:
         raise DataFileError(f"{plan.data_path}: no usable molecules to train on")
-    plan.mc = replace(mc, vocab_size=len(data.vocab))
     return Datasets(data, data_sha, train_data, val, val_sha)
 
 
