@@ -19,14 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from benchmark_moses import cpu_name  # scripts/ is on sys.path when run as a script
+from benchmark_moses import hardware  # scripts/ is on sys.path when run as a script
 
 import molvae
 from molvae.generate import prepare_inputs
@@ -79,10 +77,7 @@ def main() -> None:
     pick = np.random.default_rng(args.seed).choice(len(test), max(args.sizes), replace=False)
     mols = [test[i] for i in pick]
     jobs = n_jobs(args.jobs or None)
-    res = {"hardware": {"cpu": cpu_name(), "cores": os.cpu_count(),
-                        "machine": platform.machine(), "python": platform.python_version(),
-                        "torch": torch.__version__,
-                        "load_average_1min_start": os.getloadavg()[0]},
+    res = {"hardware": {**hardware("cpu"), "load_average_1min_start": os.getloadavg()[0]},
            "model": Path(model.path).name if model.path else None,
            "molecules": "seeded random subset of MOSES test", "seed": args.seed,
            "jobs": jobs, "repeats": args.repeats,
