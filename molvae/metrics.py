@@ -74,8 +74,6 @@ from ._features import (  # the internals the metrics below are built from
 )
 from .filters import filter_failures, passes_filters  # public here too, as before
 from .moses_files import (  # public here too, as before
-    MOSES_DIR,
-    REFERENCE_DIR,
     SPLITS,
     default_reference,
     load_moses,
@@ -83,9 +81,7 @@ from .moses_files import (  # public here too, as before
 )
 
 __all__ = [
-    "MOSES_DIR",
     "PROPERTY_NAMES",
-    "REFERENCE_DIR",
     "evaluate",
     "fcd",
     "filter_failures",

@@ -28,7 +28,8 @@ import torch
 from benchmark_moses import cpu_name  # scripts/ is on sys.path when run as a script
 
 from molvae import checkpoint, domain
-from molvae.metrics import MOSES_DIR, load_moses
+from molvae.metrics import load_moses
+from molvae.moses_files import MOSES_DIR
 from molvae.pretrained import default_model_path
 from molvae.readers import file_sha256, read_molecules
 

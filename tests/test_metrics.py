@@ -414,7 +414,7 @@ def test_format_table_is_two_aligned_columns():
 @pytest.mark.slow
 def test_train_sample_against_moses_test_set():
     """1000 training molecules vs the real MOSES test set (reference statistics are cached)."""
-    if not (M.MOSES_DIR / "test.csv.gz").is_file():
+    if not (moses_files.MOSES_DIR / "test.csv.gz").is_file():
         pytest.skip("MOSES data not present")
     train = M.load_moses("train")
     rng = np.random.default_rng(0)
