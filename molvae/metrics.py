@@ -507,22 +507,8 @@ def evaluate(
     samples = list(samples)
     if not samples:
         raise ValueError("evaluate() needs at least one sample")
-    shipped: dict[str, Stats] = {}
-    train_hashes = None
-    if test is None:
-        given = {"Test": None, "TestSF": test_scaffolds}
-        for name, split in SPLITS.items():
-            if given[name] is None and (stats := moses_files.shipped(split)) is not None:
-                shipped[name] = stats
-            elif given[name] is None:
-                given[name] = default_reference(split)
-        test, test_scaffolds = given["Test"], given["TestSF"]
-        if train is None:
-            train_hashes = moses_files.shipped("train")
-            train = default_reference("train") if train_hashes is None else None
     ks = [ks] if isinstance(ks, int) else list(ks)
-    refs = {"Test": test, "TestSF": test_scaffolds}
-    refs = {name: ref for name, ref in refs.items() if ref is not None}
+    refs, shipped, train, train_hashes = _resolve_references(test, test_scaffolds, train)
 
     # RDKit work in process pools first; torch (ChemNet, Tanimoto) afterwards, so no pool is
     # forked from a process whose torch thread pool is already running.
@@ -547,11 +533,7 @@ def evaluate(
     for name, stats in ref_stats.items():
         if name not in shipped:
             _add_reference_fcd(stats, keys[name], model, progress, cache_dir)
-        pref = {"mu": stats["fcd_mu"], "sigma": stats["fcd_sigma"]} if "fcd_mu" in stats else {}
-        metrics[f"FCD/{name}"] = _fcd_distance(model, pref, pgen)
-        metrics[f"SNN/{name}"] = _snn(gen, stats, device, progress, f"SNN/{name}")
-        metrics[f"Frag/{name}"] = _cosine(_counts(stats, "frag"), _counts(gen, "frag"))
-        metrics[f"Scaf/{name}"] = _cosine(_counts(stats, "scaf"), _counts(gen, "scaf"))
+        metrics.update(_reference_metrics(name, stats, gen, model, pgen, device, progress))
     metrics["IntDiv"], metrics["IntDiv2"] = _int_divs(gen, device, progress)
     metrics["Filters"] = float(gen["passes"].mean()) if canonical else math.nan
     if "Test" in ref_stats:
@@ -562,6 +544,40 @@ def evaluate(
     elif train_hashes is not None:
         metrics["Novelty"] = _hashed_novelty(set(canonical), train_hashes["hashes"])
     return {key: float(value) for key, value in metrics.items()}
+
+
+def _resolve_references(test: Sequence[str] | None, test_scaffolds: Sequence[str] | None,
+                        train: Sequence[str] | None) -> tuple[dict, dict, object, object]:
+    """evaluate()'s references: with ``test=None`` the shipped MOSES statistics where they
+    exist (else the split read from data/moses), for each of the scaffold test and train sets
+    not given. Returns (given reference SMILES by name, shipped Stats by name, train SMILES or
+    None, shipped train hashes or None)."""
+    shipped: dict[str, Stats] = {}
+    train_hashes = None
+    if test is None:
+        given = {"Test": None, "TestSF": test_scaffolds}
+        for name, split in SPLITS.items():
+            if given[name] is None and (stats := moses_files.shipped(split)) is not None:
+                shipped[name] = stats
+            elif given[name] is None:
+                given[name] = default_reference(split)
+        test, test_scaffolds = given["Test"], given["TestSF"]
+        if train is None:
+            train_hashes = moses_files.shipped("train")
+            train = default_reference("train") if train_hashes is None else None
+    refs = {name: ref for name, ref in {"Test": test, "TestSF": test_scaffolds}.items()
+            if ref is not None}
+    return refs, shipped, train, train_hashes
+
+
+def _reference_metrics(name: str, stats: Stats, gen: Stats, model, pgen, device: str,
+                       progress: bool) -> dict[str, float]:
+    """FCD, SNN, Frag and Scaf of the samples' features ``gen`` against one reference set."""
+    pref = {"mu": stats["fcd_mu"], "sigma": stats["fcd_sigma"]} if "fcd_mu" in stats else {}
+    return {f"FCD/{name}": _fcd_distance(model, pref, pgen),
+            f"SNN/{name}": _snn(gen, stats, device, progress, f"SNN/{name}"),
+            f"Frag/{name}": _cosine(_counts(stats, "frag"), _counts(gen, "frag")),
+            f"Scaf/{name}": _cosine(_counts(stats, "scaf"), _counts(gen, "scaf"))}
 
 
 def _format_value(value: float | None) -> str:
