@@ -55,3 +55,15 @@ def test_model_card_shows_the_breakdown_and_the_lr_schedule(finalize, trained_ru
     assert "changed on resume at step 19,253: lr 0.0003, lr_decay_start 19253" in card
     del report["filter_failures"]  # an older report without it still renders
     assert "share of valid samples" not in finalize.model_card(report, copy)
+
+
+def test_density_table_shows_consistent_screening_and_old_reports(finalize):
+    """Rows with the consistent screen show acceptance and its FCD; rows of a report from
+    before it show dashes instead of failing."""
+    screen = {"normal": {"valid": 1.0, "unique": 1.0, "FCD/Test": 6.8, "Filters": 0.75},
+              "gmm64": {"valid": 1.0, "unique": 0.9998, "FCD/Test": 5.9, "Filters": 0.78,
+                        "consistent": {"acceptance": 0.352, "valid": 1.0, "unique": 1.0,
+                                       "FCD/Test": 1.673, "Filters": 0.969}}}
+    rows = finalize._screen_rows(screen).splitlines()
+    assert rows[0] == "| normal | 1.0000 | 1.0000 | 6.800 | 0.750 | - | - | - |"
+    assert rows[1] == "| gmm64 | 1.0000 | 0.9998 | 5.900 | 0.780 | 0.352 | 1.673 | 0.969 |"
