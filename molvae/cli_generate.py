@@ -45,7 +45,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     output_check(args.output)
     if args.properties:  # validate the names before any work
         property_columns(args, [])
+    if args.prior_scale is not None and not 0 < args.prior_scale < float("inf"):
+        raise UsageError(f"--prior-scale must be a number > 0, got {args.prior_scale}")
     model = load_model(args)
+    if args.prior_scale is not None:
+        from .prior import scaled
+        model = scaled(model, args.prior_scale)
     seed = seed_of(args)
     writer: TableWriter | None = None
     kept: list[str | None] = []
@@ -198,6 +203,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help=".csv, .smi or .sdf (default: CSV on stdout)")
     s.add_argument("--temperature", type=float, default=1.0, help="decoder temperature")
     s.add_argument("--greedy", action="store_true", help="argmax decoding (temperature 0)")
+    s.add_argument("--prior-scale", type=float, default=None, metavar="S",
+                   help="shrink (< 1) or widen (> 1) the latent density's draws by S (default: "
+                   "the scale saved in the checkpoint, 1 unless fit-prior --scale set one)")
     s.add_argument("--raw", action="store_true",
                    help="keep every raw sample, inconsistent and invalid ones included")
     s.add_argument("--max-draws", type=positive_int, default=None,

@@ -27,6 +27,8 @@ def cmd_fit_prior(args: argparse.Namespace) -> int:
     if len(smiles) < 2:
         raise UsageError(f"{args.input}: {len(smiles)} molecules; fitting a density needs "
                          "at least 2 (thousands for a useful one)")
+    if not 0 < args.scale < float("inf"):
+        raise UsageError(f"--scale must be a number > 0, got {args.scale}")
     seed = seed_of(args)
     log.info("fitting a %s density to %s of %d molecules", args.kind,
              "all" if args.molecules is None or args.molecules >= len(smiles)
@@ -34,6 +36,7 @@ def cmd_fit_prior(args: argparse.Namespace) -> int:
     fitted = prior.fit(model, smiles, args.kind, molecules=args.molecules, seed=seed,
                        components=args.components, layers=args.layers, hidden=args.hidden,
                        steps=args.steps, progress=not args.quiet)
+    fitted = prior.scaled(fitted, args.scale)
     checkpoint.save(fitted, out, {"prior_fitted_from": Path(args.input).name})
     fit = fitted.prior.get("fit", {})
     log.info("saved %s: %s density, %s; %s", out, args.kind, fitted.prior["fitted_on"],
@@ -72,6 +75,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--layers", type=positive_int, default=8, help="flow: coupling layers")
     f.add_argument("--hidden", type=positive_int, default=256, help="flow: hidden units")
     f.add_argument("--steps", type=positive_int, default=4000, help="flow: training steps")
+    f.add_argument("--scale", type=float, default=1.0, metavar="S",
+                   help="save the density with its draws shrunk (< 1) or widened (> 1) by S: "
+                   "a smaller spread trades novelty for molecules the decoder gets right")
     f.add_argument("--force", action="store_true", help="replace an existing -o file")
     add_input_args(f)
     add_model_args(f)

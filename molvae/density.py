@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["KINDS", "check_kind", "sample", "log_prob", "fit_gmm", "gmm_log_prob",
+__all__ = ["KINDS", "check_kind", "check_scale", "sample", "log_prob", "fit_gmm", "gmm_log_prob",
            "CouplingFlow", "fit_flow"]
 
 KINDS = ("normal", "gmm", "flow")
@@ -242,11 +242,27 @@ def check_kind(info: dict[str, Any]) -> str:
     return kind
 
 
+def check_scale(info: dict[str, Any]) -> float:
+    """The density's sampling scale (1.0 when the description has none); a clear error for one
+    that is not a finite number > 0."""
+    scale = info.get("scale", 1.0)
+    if (isinstance(scale, bool) or not isinstance(scale, (int, float))
+            or not math.isfinite(scale) or scale <= 0):
+        raise ValueError(f"a sampling density's scale must be a finite number > 0, got "
+                         f"{scale!r}")
+    return float(scale)
+
+
 def sample(info: dict[str, Any], tensors: dict[str, torch.Tensor], n: int, dim: int,
            generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
-    """n points (n, dim) from the density ``info`` with parameters ``tensors``."""
+    """n points (n, dim) from the density ``info`` with parameters ``tensors``.
+
+    ``info["scale"]`` (default 1) shrinks or widens the draws: the standard-normal noise each
+    point is made from is multiplied by it (for N(0, I) the spread itself, for a mixture each
+    component's spread around its mean, for the flow its base density, as Glow's
+    "temperature"). :func:`log_prob` stays that of the fitted density."""
     kind = check_kind(info)
-    eps = torch.randn((n, dim), generator=generator, device=device)
+    eps = torch.randn((n, dim), generator=generator, device=device) * check_scale(info)
     if kind == "normal":
         return eps
     if kind == "gmm":

@@ -28,8 +28,8 @@ from .checkpoint import Model
 from .density import fit_gmm, gmm_log_prob
 from .generate import posterior, prepare_inputs
 
-__all__ = ["fit", "fit_points", "log_prob", "with_density", "posterior_samples", "fit_gmm",
-           "gmm_log_prob"]
+__all__ = ["fit", "fit_points", "log_prob", "with_density", "scaled", "posterior_samples",
+           "fit_gmm", "gmm_log_prob"]
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,24 @@ def with_density(model: Model, info: dict[str, Any],
                  tensors: dict[str, torch.Tensor] | None = None) -> Model:
     """A shallow copy of ``model`` (the same network) that samples from another density."""
     density.check_kind(info)
+    density.check_scale(info)
     m = copy.copy(model)
     m.prior = dict(info)
     m.prior_tensors = {k: v.to(model.device) for k, v in (tensors or {}).items()}
     m.meta = dict(model.meta)
     return m
+
+
+def scaled(model: Model, scale: float) -> Model:
+    """A shallow copy of ``model`` whose draws from its density are shrunk (``scale`` < 1) or
+    widened (> 1) by ``scale``: the sampling "temperature" of the latent density. Shrinking
+    trades novelty for samples the decoder gets right (README: Sampling densities); the scale
+    is saved with the checkpoint and only sampling uses it (:func:`log_prob` is unchanged)."""
+    info = {**model.prior, "scale": scale}
+    density.check_scale(info)
+    if float(scale) == 1.0:
+        del info["scale"]
+    return with_density(model, info, model.prior_tensors)
 
 
 def posterior_samples(model: Model, smiles: Sequence[Any], per_molecule: int = 1,

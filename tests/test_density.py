@@ -189,6 +189,26 @@ def test_cli_fit_prior_saves_a_model_that_samples(trained_run, moses_smi, tmp_pa
     err = capsys.readouterr().err
     assert "exists" in err and "--force" in err and "Traceback" not in err
     assert main([*args, "--force"]) == 0
+    # --scale is saved with the density, and sample --prior-scale overrides it for one run
+    assert main([*args, "--force", "--scale", "0.8"]) == 0
+    assert molvae.load(out).prior["scale"] == 0.8
+    capsys.readouterr()
+    assert main(["-q", "sample", "-n", "3", "--raw", "--model", str(out), "--seed", "0",
+                 "--prior-scale", "0.5"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 4  # header + 3 rows
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["fit-prior", "in.smi", "-o", "x.safetensors", "--scale", "0"], "--scale must be"),
+    (["sample", "-n", "2", "--prior-scale", "-1"], "--prior-scale must be"),
+])
+def test_cli_scale_usage_errors(trained_run, tmp_path, capsys, argv, message):
+    (tmp_path / "in.smi").write_text("CCO\nCCN\nCCC\n")
+    argv = [a if a != "in.smi" else str(tmp_path / a) for a in argv]
+    argv = [a if a != "x.safetensors" else str(tmp_path / a) for a in argv]
+    code = main([*argv, "--model", str(trained_run[0])])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("output, message", [("fitted.pt", ".safetensors"),
