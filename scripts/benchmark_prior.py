@@ -1,7 +1,8 @@
 """Which density should z be drawn from? Sampling densities compared on one model.
 
 Every candidate is fitted to the same posterior samples z ~ q(z|x) of a seeded random subset of
-MOSES train (``--fit-molecules``) and judged by what its samples look like:
+MOSES train (``--fit-molecules``) and judged by what its samples look like (``--scales``: also
+with its draws shrunk or widened, ``molvae.prior.scaled``):
 
 * ``acceptance``: the grammar-consistent share of raw samples (molvae's analogue of validity);
 * FCD/Test, Filters and Novelty (full MOSES test and train sets, shipped statistics) of
@@ -122,6 +123,9 @@ def main() -> None:
     ap.add_argument("--flow-layers", type=int, default=8)
     ap.add_argument("--temperatures", type=float, nargs="+", default=[1.0],
                     help="decoder temperatures to judge each density at (default: 1.0)")
+    ap.add_argument("--scales", type=float, nargs="+", default=[None],
+                    help="also judge each density with its draws shrunk or widened by these "
+                    "factors (molvae.prior.scaled; default: each density as fitted)")
     ap.add_argument("--no-upper-bound", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
@@ -152,12 +156,14 @@ def main() -> None:
                           "layers": args.flow_layers}, "densities": {}}
     for name, (m, fit_s) in candidates(model, z, args.densities, args.seed, args.flow_steps,
                                        args.flow_hidden, args.flow_layers).items():
-        for temp in args.temperatures:
-            r = judge(m, args.n, args.seed, z_held, temp)
+        for temp, scale in [(t, sc) for t in args.temperatures for sc in args.scales]:
+            ms = m if scale is None else prior.scaled(m, scale)
+            r = judge(ms, args.n, args.seed, z_held, temp)
             r["fit_s"] = None if name in ("bundled", "normal") else fit_s
-            r["prior"] = {k: v for k, v in m.prior.items()}
+            r["prior"] = {k: v for k, v in ms.prior.items()}
             r["temperature"] = temp
-            label = name if args.temperatures == [1.0] else f"{name}, temperature {temp:g}"
+            label = name + ("" if args.temperatures == [1.0] else f", temperature {temp:g}") + (
+                "" if scale is None else f", scale {scale:g}")
             res["densities"][label] = r
             print(label, json.dumps(r), flush=True)
         if args.save and name not in ("bundled", "normal"):

@@ -62,8 +62,19 @@ def test_density_table_shows_consistent_screening_and_old_reports(finalize):
     before it show dashes instead of failing."""
     screen = {"normal": {"valid": 1.0, "unique": 1.0, "FCD/Test": 6.8, "Filters": 0.75},
               "gmm64": {"valid": 1.0, "unique": 0.9998, "FCD/Test": 5.9, "Filters": 0.78,
-                        "consistent": {"acceptance": 0.352, "valid": 1.0, "unique": 1.0,
-                                       "FCD/Test": 1.673, "Filters": 0.969}}}
+                        "consistent": {"acceptance": 0.352, "FCD/Test": 1.673,
+                                       "Filters": 0.969, "Novelty": 0.953}}}
     rows = finalize._screen_rows(screen).splitlines()
-    assert rows[0] == "| normal | 1.0000 | 1.0000 | 6.800 | 0.750 | - | - | - |"
-    assert rows[1] == "| gmm64 | 1.0000 | 0.9998 | 5.900 | 0.780 | 0.352 | 1.673 | 0.969 |"
+    assert rows[0] == "| normal | 1.0000 | 1.0000 | 6.800 | 0.750 | - | - | - | - |"
+    assert rows[1] == ("| gmm64 | 1.0000 | 0.9998 | 5.900 | 0.780 | 0.352 | 1.673 | 0.969 | "
+                       "0.953 |")
+
+
+def test_choose_takes_the_lowest_consistent_fcd_among_novel_enough(finalize):
+    def row(fcd, novelty):
+        return {"consistent": {"FCD/Test": fcd, "Novelty": novelty}}
+    screen = {"gmm64": row(1.6, 0.95), "gmm64, scale 0.8": row(1.3, 0.90),
+              "gmm64, scale 0.7": row(1.1, 0.80)}
+    assert finalize.choose(screen, 0.85) == "gmm64, scale 0.8"
+    assert finalize.choose(screen, 0.0) == "gmm64, scale 0.7"
+    assert finalize.choose(screen, 0.99) == "gmm64, scale 0.7"  # none novel enough: all count
