@@ -311,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="constrained: run only the molecules whose rank %% N == K, so that N "
                         "processes share the protocol (same --out: each appends its own rows)")
     p.add_argument("--out", default="runs/benchmark_optimize.jsonl")
+    p.add_argument("--model", default=None,
+                   help="checkpoint to optimize in (default: the bundled model)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--report", nargs="+", default=None, metavar="JSONL",
                    help="run nothing: summarize the runs recorded in these files")
@@ -331,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = _done(out)
-    model = molvae.load()
+    model = molvae.load(args.model)
     pool = load_moses("test")
     rows: list[dict] = []
     if "pmo" in args.protocol:
