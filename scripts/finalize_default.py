@@ -176,6 +176,31 @@ def _lr_schedule(tc: dict, changes: list[dict] | None = None) -> str:
     return text
 
 
+def _lineage(cfg: dict, step: int) -> tuple[str, str]:
+    """How the run was made and how to make it again: from scratch (stage 1,
+    scripts/train_default.sh) or continued from a checkpoint with --init (stage 2,
+    scripts/train_default_v2.sh), as the run's recorded command says."""
+    words = cfg.get("command", "").split()
+    init = Path(words[words.index("--init") + 1]).name if "--init" in words[:-1] else None
+    start = cfg.get("init_from", {}).get("step")
+    origin = (f"a model at training step {start:,} (`{init}` when this run started)"
+              if start is not None else f"`{init}`")
+    done = "`python scripts/finalize_default.py RUN/last.safetensors`"
+    if init is None:
+        return ("Trained by `scripts/train_default.sh` with the `moses` preset "
+                "(`molvae/presets/moses.toml`), finalized by `scripts/finalize_default.py` "
+                "(which measured every number on this page).",
+                "`bash scripts/train_default.sh RUN 100m`, repeated (each call continues the "
+                f"run exactly where the last one stopped) until step {step}, then {done}")
+    return (f"Continued from {origin} with `molvae train --init` (its weights and vocabulary, "
+            "a fresh optimizer), by `scripts/train_default_v2.sh`; that stage-1 model was trained "
+            "by `scripts/train_default.sh` with the `moses` preset and is kept, with its own "
+            "card, in `data/models/`. Finalized by `scripts/finalize_default.py` (which "
+            "measured every number on this page). The training settings below are stage 2's.",
+            f"`bash scripts/train_default_v2.sh RUN 100m`, repeated until step {step} (pass "
+            f"`--max-steps {step}` to the last call), then {done}")
+
+
 def _kept_section(title: str) -> str:
     """A section of the current card that another script measured (kept verbatim, since this
     script measures nothing about it), or nothing: "Domain" (scripts/fit_domain.py), "Recipe
@@ -198,6 +223,7 @@ def model_card(report: dict, run: Path) -> str:
     wall = float(rows[-1]["elapsed_s"]) if rows else float("nan")
     mc, tc = cfg["model_config"], cfg["train_config"]
     lr_text = _lr_schedule(tc, cfg.get("lr_schedule_changes"))
+    trained_by, reproduce = _lineage(cfg, report["step"])
     protocol = ("INTERIM MODEL, measured with --quick on the 10,000 samples above, not the "
                 "30,000-sample MOSES protocol:" if report["quick"] else
                 "30,000 samples against the MOSES test sets (MOSES protocol; FCD with fcd_torch):")
@@ -219,8 +245,7 @@ def model_card(report: dict, run: Path) -> str:
 
 {report.get("note", "")}
 
-Trained by `scripts/train_default.sh` with the `moses` preset (`molvae/presets/moses.toml`),
-finalized by `scripts/finalize_default.py` (which measured every number on this page).
+{trained_by}
 
 ## Data
 MOSES train (`data/moses/train.csv.gz`, sha256 `{cfg['data']['sha256'][:16]}...`):
@@ -290,11 +315,8 @@ grammar-consistent samples by default; the raw ones are every draw):
 {START}
 {report.get("moses_table", "")}{END}
 
-Reproduce: `bash scripts/train_default.sh runs/moses_default 100m`, repeated (each call
-continues the run exactly where the last one stopped) until step {report['step']}, then
-`python scripts/finalize_default.py runs/moses_default/last.safetensors` (finalizing took
-{report['wall_s'] / 60:.0f} minutes here). The 30,000-sample table is
-`scripts/benchmark_moses.py`'s measurement of the saved model (also in
+Reproduce: {reproduce} (finalizing took {report['wall_s'] / 60:.0f} minutes here). The
+30,000-sample table is `scripts/benchmark_moses.py`'s measurement of the saved model (also in
 `moses_benchmark.json` next to this card).
 """
 
