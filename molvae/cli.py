@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folder for config, metrics, checkpoints (required, no default)")
     t.add_argument("--val", default=None, help="validation file (default: a seeded split)")
     t.add_argument("--config", default=None,
-                   help="a preset name (moses: the bundled model's recipe, which the "
+                   help="a preset name (moses: the bundled model's first-stage recipe, which the "
                         "defaults below already are; moses_gpu: the same with a two-layer "
                         "decoder) or a TOML file with [model] and [train] tables (default: "
                         "the moses recipe)")

@@ -294,7 +294,8 @@ PRESETS = ("moses", "moses_gpu")  # named recipes shipped with the package: pres
 
 
 def load_preset(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A named recipe's [model] and [train] tables (e.g. ``"moses"``, the bundled model's)."""
+    """A named recipe's [model] and [train] tables (e.g. ``"moses"``, the recipe of the bundled
+    model's first stage)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}{suggest(name, PRESETS)}; presets: "
                           + ", ".join(PRESETS))
