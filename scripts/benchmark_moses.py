@@ -137,6 +137,7 @@ def measure(model: molvae.Model, n: int = 30_000, seed: int = 0, recon_n: int = 
                               "step": model.meta.get("step"),
                               "prior": model.prior.get("kind"),
                               "components": model.prior.get("components"),
+                              "scale": model.prior.get("scale", 1.0),
                               "parameters": sum(p.numel() for p in model.net.parameters()),
                               "latent_dim": model.config.latent_dim},
                     "hardware": hardware(device), "wall_s": {}}
@@ -213,6 +214,7 @@ def markdown(result: dict, label: str = "molvae") -> str:
     lines += [f"| {k} | {v} |" for k, v in extra]
     mod = result["model"]
     prior = mod["prior"] + (f" ({mod['components']} components)" if mod.get("components") else "")
+    prior += f", draws scaled by {mod['scale']:g}" if mod.get("scale", 1) != 1 else ""
     lines += ["", f"{label}: `{mod['file']}` (training step {mod['step']}, "
               f"{mod['parameters'] / 1e6:.1f}M parameters, latent sampling density {prior}); "
               f"{result['n_samples']:,} samples at temperature {result['temperature']}, seed "

@@ -96,6 +96,10 @@ def test_markdown_has_every_baseline_and_the_model(bench):
     assert "**1.2500**" in model_row
     assert "0.812" in md and "40 of 64" in md and "nan" in md
     assert "gmm (16 components)" in md and "30,000 samples" in md
+    assert "draws scaled" not in md  # an unscaled density (and older records) say nothing
+    scaled = _result(bench)
+    scaled["model"]["scale"] = 0.9
+    assert "gmm (16 components), draws scaled by 0.9)" in bench.markdown(scaled, "molvae (test)")
     assert "grammar-consistent" not in md  # no consistent measurement: no row for it
     res = _result(bench)
     res["consistent"] = {"metrics": {**res["metrics"], "FCD/Test": 0.75, "valid": 1.0},
