@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,11 @@ def test_lineage_names_the_stage_from_the_recorded_command(finalize):
     continued["init_from"] = {"path": "/a/b/moses_v1.safetensors", "step": 24829}
     by, _ = finalize._lineage(continued, 6114)
     assert "Continued from a model at training step 24,829 (`moses_v1.safetensors` when" in by
+
+
+def test_training_scripts_parse_and_stage_two_starts_from_the_kept_v1():
+    for name in ("train_default.sh", "train_default_v2.sh", "readme_examples.sh"):
+        subprocess.run(["bash", "-n", str(ROOT / "scripts" / name)], check=True)
+    text = (ROOT / "scripts" / "train_default_v2.sh").read_text()
+    init = re.search(r'--init "\$root/([^"]+)"', text).group(1)
+    assert (ROOT / init).is_file() and "--free-bits 0.45" in text
