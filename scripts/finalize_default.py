@@ -101,6 +101,31 @@ def screen_density(model: molvae.Model, n: int, seed: int, test: list[str]) -> d
     return row
 
 
+def screen_densities(model: molvae.Model, args: argparse.Namespace, test: list[str]
+                     ) -> tuple[molvae.Model, dict, str]:
+    """N(0, I) and mixtures fitted to posterior samples of MOSES train, then the best of those
+    with its draws shrunk by each of ``args.scales``; returns (the chosen model, every
+    candidate's screen row, the chosen one's name)."""
+    zs = posterior_samples(model, args.fit_n, args.seed)
+    candidates = {"normal": with_prior(model, "normal")}
+    for k in args.components:
+        t = fit_gmm(zs, n_components=k, seed=args.seed)
+        candidates[f"gmm{k}"] = with_prior(model, "gmm", t, components=k,
+                                           fitted_on=f"{len(zs)} posterior samples of MOSES "
+                                           "train molecules")
+    screen = {name: screen_density(m, args.screen_n, args.seed, test)
+              for name, m in candidates.items()}
+    # what molvae.sample returns by default is the consistent samples: choose on those, then
+    # try the winner with its draws shrunk (fewer decoding errors, less novelty)
+    best = choose(screen, args.min_novelty)
+    for scale in args.scales:
+        name = f"{best}, scale {scale:g}"
+        candidates[name] = prior.scaled(candidates[best], scale)
+        screen[name] = screen_density(candidates[name], args.screen_n, args.seed, test)
+    best = choose(screen, args.min_novelty)
+    return candidates[best], screen, best
+
+
 def choose(screen: dict, min_novelty: float) -> str:
     """The density whose consistent samples score the lowest FCD/Test among those at least
     ``min_novelty`` novel (all of them when none is)."""
@@ -217,13 +242,18 @@ def _kept_section(title: str) -> str:
 def model_card(report: dict, run: Path) -> str:
     """The model card, every number taken from this script's measurements or the run's logs."""
     cfg = json.loads((run / "config.json").read_text())
-    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    # the run may have gone on after the checkpoint: read its log only up to the checkpoint's step
+    rows = [r for r in csv.DictReader((run / "metrics.csv").open())
+            if report.get("step") is None or int(r["step"]) <= int(report["step"])]
     val = [r for r in rows if r["split"] == "val"]
     last = val[-1] if val else {}
     wall = float(rows[-1]["elapsed_s"]) if rows else float("nan")
     mc, tc = cfg["model_config"], cfg["train_config"]
     lr_text = _lr_schedule(tc, cfg.get("lr_schedule_changes"))
     trained_by, reproduce = _lineage(cfg, report["step"])
+    kl_text = {"constant": "constant from the first step",
+               "cyclical": f"cyclical, {tc.get('kl_cycle_steps')}-step cycles"}.get(
+        tc.get("kl_schedule", "linear"), f"linear warm-up over {tc['kl_warmup_steps']} steps")
     protocol = ("INTERIM MODEL, measured with --quick on the 10,000 samples above, not the "
                 "30,000-sample MOSES protocol:" if report["quick"] else
                 "30,000 samples against the MOSES test sets (MOSES protocol; FCD with fcd_torch):")
@@ -261,7 +291,7 @@ Vocabulary {len(cfg['vocab']['symbols']) + 3} tokens (SELFIES default constraint
 
 {_kept_section('Domain')}## Training
 Loss per molecule: token cross-entropy + beta * sum_d max(KL_d, free_bits) with beta
-{tc['beta']} (linear warm-up over {tc['kl_warmup_steps']} steps) and free bits {tc['free_bits']}
+{tc['beta']} ({kl_text}) and free bits {tc['free_bits']}
 nats per dimension; AdamW lr {tc['lr']}{lr_text}; batch {tc['batch_size']}, gradient
 clip {tc['grad_clip']}; teacher forcing only (Gumbel fraction {tc['gumbel_frac_end']}).
 Checkpoint used: step {report['step']}, after {wall / 60:.0f} minutes of training on
@@ -321,7 +351,7 @@ Reproduce: {reproduce} (finalizing took {report['wall_s'] / 60:.0f} minutes here
 """
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("run", help="training run folder (its best checkpoint) or a checkpoint file "
                     "inside one")
@@ -341,7 +371,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true",
                     help="interim model: 10,000-sample FCD/Filters instead of the 30,000-sample "
                     "MOSES table")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = _parser().parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
     if args.card_only:
@@ -357,29 +391,9 @@ def main() -> None:
     report: dict = {"run": short, "checkpoint": short, "step": model.meta.get("step"),
                     "hardware": hardware("cpu")}
 
-    # 1. candidate sampling densities, screened by FCD/Test on a few thousand samples
-    zs = posterior_samples(model, args.fit_n, args.seed)
-    candidates = {"normal": with_prior(model, "normal")}
-    for k in args.components:
-        t = fit_gmm(zs, n_components=k, seed=args.seed)
-        candidates[f"gmm{k}"] = with_prior(model, "gmm", t, components=k,
-                                           fitted_on=f"{len(zs)} posterior samples of MOSES "
-                                           "train molecules")
-    screen = {name: screen_density(m, args.screen_n, args.seed, test)
-              for name, m in candidates.items()}
-    # what molvae.sample returns by default is the consistent samples: choose on those, then
-    # try the winner with its draws shrunk (fewer decoding errors, less novelty)
-    best = choose(screen, args.min_novelty)
-    for scale in args.scales:
-        name = f"{best}, scale {scale:g}"
-        candidates[name] = prior.scaled(candidates[best], scale)
-        screen[name] = screen_density(candidates[name], args.screen_n, args.seed, test)
-    report["screen"] = screen
-    report["screen_n"] = args.screen_n
-    report["min_novelty"] = args.min_novelty
-    best = choose(screen, args.min_novelty)
-    chosen = candidates[best]
-    report["chosen_density"] = best
+    # 1. candidate sampling densities, screened on a few thousand samples
+    chosen, report["screen"], report["chosen_density"] = screen_densities(model, args, test)
+    report["screen_n"], report["min_novelty"] = args.screen_n, args.min_novelty
     diagnosis = diagnose(chosen, test, args.screen_n, args.seed)
     report["diagnosis"], report["filter_failures"] = diagnosis["rows"], diagnosis["filter_failures"]
 
@@ -391,7 +405,8 @@ def main() -> None:
     report["quick"] = args.quick
     if not args.dry_run:
         OUT.mkdir(exist_ok=True)
-        ckpt.save(chosen, OUT / "moses_default.safetensors", {"chosen_density": best})
+        ckpt.save(chosen, OUT / "moses_default.safetensors",
+                  {"chosen_density": report["chosen_density"]})
         chosen = molvae.load(OUT / "moses_default.safetensors")
     if args.quick:
         report["samples_30k"] = {"n_samples": 10_000, "FCD/Test": fcd(s10, test),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import subprocess
@@ -102,3 +103,30 @@ def test_training_scripts_parse_and_stage_two_starts_from_the_kept_v1():
     text = (ROOT / "scripts" / "train_default_v2.sh").read_text()
     init = re.search(r'--init "\$root/([^"]+)"', text).group(1)
     assert (ROOT / init).is_file() and "--free-bits 0.45" in text
+
+
+def test_model_card_reads_the_log_only_up_to_the_checkpoint(finalize, trained_run, tmp_path):
+    """A run that trained on after the checkpoint: the card's last validation and minutes are
+    those at the checkpoint's step, and a constant KL weight is named as such."""
+    run, _ = trained_run
+    copy = tmp_path / "run"
+    copy.mkdir()
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["train_config"]["kl_schedule"] = "constant"
+    (copy / "config.json").write_text(json.dumps(cfg))
+    (copy / "last.safetensors").write_bytes((run / "last.safetensors").read_bytes())
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    last_val = [r for r in rows if r["split"] == "val"][-1]
+    step = int(last_val["step"])
+    later = {**last_val, "step": str(step + 100), "recon_exact": "0.123",
+             "elapsed_s": "99999"}
+    with (copy / "metrics.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows([*rows, later])
+    report = json.loads((ROOT / "molvae" / "pretrained" / "moses_default.json").read_text())
+    report["step"] = step
+    card = finalize.model_card(report, copy)
+    assert f"exact reconstruction {float(last_val['recon_exact']):.3f}" in card
+    assert "exact reconstruction 0.123" not in card and "1667 minutes" not in card
+    assert "(constant from the first step)" in card
