@@ -204,12 +204,9 @@ def _lr_schedule(tc: dict, changes: list[dict] | None = None) -> str:
 def _lineage(cfg: dict, step: int) -> tuple[str, str]:
     """How the run was made and how to make it again: from scratch (stage 1,
     scripts/train_default.sh) or continued from a checkpoint with --init (stage 2,
-    scripts/train_default_v2.sh), as the run's recorded command says."""
-    words = cfg.get("command", "").split()
-    init = Path(words[words.index("--init") + 1]).name if "--init" in words[:-1] else None
-    start = cfg.get("init_from", {}).get("step")
-    origin = (f"a model at training step {start:,} (`{init}` when this run started)"
-              if start is not None else f"`{init}`")
+    scripts/train_default_v2.sh), as config.json's ``init_from`` records (every --init run,
+    CLI or API, has it)."""
+    init = cfg.get("init_from")
     done = "`python scripts/finalize_default.py RUN/last.safetensors`"
     if init is None:
         return ("Trained by `scripts/train_default.sh` with the `moses` preset "
@@ -217,6 +214,9 @@ def _lineage(cfg: dict, step: int) -> tuple[str, str]:
                 "(which measured every number on this page).",
                 "`bash scripts/train_default.sh RUN 100m`, repeated (each call continues the "
                 f"run exactly where the last one stopped) until step {step}, then {done}")
+    name, start = Path(init["path"]).name, init.get("step")
+    origin = (f"a model at training step {start:,} (`{name}` when this run started)"
+              if start is not None else f"`{name}`")
     return (f"Continued from {origin} with `molvae train --init` (its weights and vocabulary, "
             "a fresh optimizer), by `scripts/train_default_v2.sh`; that stage-1 model was trained "
             "by `scripts/train_default.sh` with the `moses` preset and is kept, with its own "

@@ -83,18 +83,16 @@ def test_choose_takes_the_lowest_consistent_fcd_among_novel_enough(finalize):
     assert finalize.choose(screen, 0.99) == "gmm64, scale 0.7"  # none novel enough: all count
 
 
-def test_lineage_names_the_stage_from_the_recorded_command(finalize):
-    scratch = {"command": "molvae train data/moses/train.csv.gz --out runs/m --seed 0"}
-    by, again = finalize._lineage(scratch, 24829)
+def test_lineage_names_the_stage_from_the_recorded_init(finalize):
+    by, again = finalize._lineage({"command": "molvae train x --out r"}, 24829)
     assert "scripts/train_default.sh" in by and "until step 24829" in again
-    continued = {"command": "molvae -q train x.csv.gz --out r --init /a/b/moses_v1.safetensors"
-                            " --free-bits 0.45"}
+    continued = {"init_from": {"path": "/a/b/moses_v1.safetensors", "step": 24829}}
     by, again = finalize._lineage(continued, 6114)
-    assert "Continued from `moses_v1.safetensors`" in by and "/a/b" not in by
-    assert "train_default_v2.sh" in again and "--max-steps 6114" in again
-    continued["init_from"] = {"path": "/a/b/moses_v1.safetensors", "step": 24829}
-    by, _ = finalize._lineage(continued, 6114)
     assert "Continued from a model at training step 24,829 (`moses_v1.safetensors` when" in by
+    assert "/a/b" not in by
+    assert "train_default_v2.sh" in again and "--max-steps 6114" in again
+    by, _ = finalize._lineage({"init_from": {"path": "/a/b/m.safetensors", "step": None}}, 5)
+    assert "Continued from `m.safetensors` with" in by
 
 
 def test_training_scripts_parse_and_stage_two_starts_from_the_kept_v1():
