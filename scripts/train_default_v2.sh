@@ -11,8 +11,8 @@ out=${1:-runs/moses_v2}
 time=${2:-100m}
 shift $(( $# < 2 ? $# : 2 ))
 root=$(cd "$(dirname "$0")/.." && pwd)
-if [ -f "$out/resume.pt" ]; then
-  exec molvae train "$root/data/moses/train.csv.gz" --out "$out" --resume --max-time "$time" "$@"
+if [ -f "$out/resume.pt" ]; then  # continuing: the same as continuing stage 1
+  exec bash "$root/scripts/train_default.sh" "$out" "$time" "$@"
 fi
 exec molvae train "$root/data/moses/train.csv.gz" --out "$out" --seed 0 \
   --init "$root/data/models/moses_v1.safetensors" --lr 1e-4 --lr-schedule constant --lr-final 0 \

@@ -128,3 +128,24 @@ def test_model_card_reads_the_log_only_up_to_the_checkpoint(finalize, trained_ru
     assert f"exact reconstruction {float(last_val['recon_exact']):.3f}" in card
     assert "exact reconstruction 0.123" not in card and "1667 minutes" not in card
     assert "(constant from the first step)" in card
+
+
+def test_stage_two_script_resumes_through_stage_one(tmp_path):
+    """With a resume.pt in the run folder, train_default_v2.sh continues the run the way
+    train_default.sh does (a stand-in `molvae` on PATH prints its arguments)."""
+    fake = tmp_path / "bin" / "molvae"
+    fake.parent.mkdir()
+    fake.write_text('#!/usr/bin/env bash\necho "$@"\n')
+    fake.chmod(0o755)
+    run = tmp_path / "run"
+    run.mkdir()
+    env = {"PATH": f"{fake.parent}:/usr/bin:/bin"}
+    new = subprocess.run(["bash", str(ROOT / "scripts" / "train_default_v2.sh"), str(run), "5m"],
+                         env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert "--init" in new and "--resume" not in new and "--free-bits" in new
+    (run / "resume.pt").write_bytes(b"")
+    again = subprocess.run(["bash", str(ROOT / "scripts" / "train_default_v2.sh"), str(run),
+                            "5h", "--max-steps", "6114"], env=env, capture_output=True,
+                           text=True, check=True).stdout.split()
+    assert again[again.index("--out") + 1] == str(run) and "--resume" in again
+    assert again[-2:] == ["--max-steps", "6114"] and "--init" not in again
