@@ -45,12 +45,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     output_check(args.output)
     if args.properties:  # validate the names before any work
         property_columns(args, [])
-    if args.prior_scale is not None and not 0 < args.prior_scale < float("inf"):
-        raise UsageError(f"--prior-scale must be a number > 0, got {args.prior_scale}")
     model = load_model(args)
     if args.prior_scale is not None:
         from .prior import scaled
-        model = scaled(model, args.prior_scale)
+        try:
+            model = scaled(model, args.prior_scale)
+        except ValueError as exc:  # the density's own check says what a scale must be
+            raise UsageError(f"--prior-scale: {exc}") from None
     seed = seed_of(args)
     writer: TableWriter | None = None
     kept: list[str | None] = []

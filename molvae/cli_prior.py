@@ -27,8 +27,10 @@ def cmd_fit_prior(args: argparse.Namespace) -> int:
     if len(smiles) < 2:
         raise UsageError(f"{args.input}: {len(smiles)} molecules; fitting a density needs "
                          "at least 2 (thousands for a useful one)")
-    if not 0 < args.scale < float("inf"):
-        raise UsageError(f"--scale must be a number > 0, got {args.scale}")
+    try:  # before the fit: the density's own check says what a scale must be
+        prior.scaled(model, args.scale)
+    except ValueError as exc:
+        raise UsageError(f"--scale: {exc}") from None
     seed = seed_of(args)
     log.info("fitting a %s density to %s of %d molecules", args.kind,
              "all" if args.molecules is None or args.molecules >= len(smiles)

@@ -199,8 +199,10 @@ def test_cli_fit_prior_saves_a_model_that_samples(trained_run, moses_smi, tmp_pa
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["fit-prior", "in.smi", "-o", "x.safetensors", "--scale", "0"], "--scale must be"),
-    (["sample", "-n", "2", "--prior-scale", "-1"], "--prior-scale must be"),
+    (["fit-prior", "in.smi", "-o", "x.safetensors", "--scale", "0"],
+     "--scale: a sampling density's scale must be a finite number > 0, got 0.0"),
+    (["sample", "-n", "2", "--prior-scale", "-1"],
+     "--prior-scale: a sampling density's scale must be a finite number > 0, got -1.0"),
 ])
 def test_cli_scale_usage_errors(trained_run, tmp_path, capsys, argv, message):
     (tmp_path / "in.smi").write_text("CCO\nCCN\nCCC\n")
