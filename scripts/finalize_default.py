@@ -195,10 +195,26 @@ def _lr_schedule(tc: dict, changes: list[dict] | None = None) -> str:
                 f"{tc['lr_final']} over {tc['lr_decay_steps']:,} steps")
     if changes:
         done = "; ".join(f"at step {c['step']:,}: "
-                         + ", ".join(f"{k} {v}" for k, v in c.items() if k != "step")
+                         + ", ".join(f"{k} {v}" for k, v in c.items() if k not in ("step", "was"))
                          for c in changes)
         text += f" (the final settings; changed on resume {done})"
     return text
+
+
+def _settings_at(tc: dict, changes: list[dict] | None, step: int
+                 ) -> tuple[dict, list[dict], list[int]]:
+    """The training settings a checkpoint at ``step`` was trained with: the run's final ones
+    with every later schedule change undone (each records the settings it replaced under
+    "was"), the changes made up to ``step``, and the steps of later changes that could not be
+    undone (recorded before "was" existed)."""
+    tc, later_unknown = dict(tc), []
+    for c in reversed(changes or []):
+        if c["step"] > step:
+            if "was" in c:
+                tc.update(c["was"])
+            else:
+                later_unknown.append(c["step"])
+    return tc, [c for c in changes or [] if c["step"] <= step], sorted(later_unknown)
 
 
 def _lineage(cfg: dict, step: int) -> tuple[str, str]:
@@ -248,8 +264,12 @@ def model_card(report: dict, run: Path) -> str:
     val = [r for r in rows if r["split"] == "val"]
     last = val[-1] if val else {}
     wall = float(rows[-1]["elapsed_s"]) if rows else float("nan")
-    mc, tc = cfg["model_config"], cfg["train_config"]
-    lr_text = _lr_schedule(tc, cfg.get("lr_schedule_changes"))
+    mc = cfg["model_config"]
+    tc, changes, unknown = _settings_at(cfg["train_config"], cfg.get("lr_schedule_changes"),
+                                        int(report["step"]))
+    lr_text = _lr_schedule(tc, changes) + "".join(
+        f" (a change at step {s:,}, after this checkpoint, recorded no earlier settings, so "
+        "these may include it)" for s in unknown)
     trained_by, reproduce = _lineage(cfg, report["step"])
     kl_text = {"constant": "constant from the first step",
                "cyclical": f"cyclical, {tc.get('kl_cycle_steps')}-step cycles"}.get(

@@ -203,7 +203,9 @@ def test_cosine_lr_is_applied_and_can_be_added_on_resume(tmp_path, train_csv,
                  device="cpu", train_config=TrainConfig(**{**run["train_config"], **anneal,
                                                             "max_steps": 8}))
     run = json.loads((out / "config.json").read_text())
-    assert run["lr_schedule_changes"] == [{"step": 4, **anneal}]
+    was = {"lr_schedule": "constant", "lr_decay_start": 12500, "lr_decay_steps": 7500,
+           "lr_final": 5e-5}  # the settings the anneal replaced (TrainConfig's defaults)
+    assert run["lr_schedule_changes"] == [{"step": 4, **anneal, "was": was}]
     assert {k: run["train_config"][k] for k in anneal} == anneal
     assert run["train_config"]["lr"] == 2e-3  # everything else is the run's own
     # a plain resume (as the CLI builds it from config.json) keeps the anneal
@@ -225,7 +227,9 @@ def test_cosine_lr_is_applied_and_can_be_added_on_resume(tmp_path, train_csv,
                  device="cpu", train_config=TrainConfig(**{**run["train_config"], **restart,
                                                             "max_steps": 13}))
     changes = json.loads((out / "config.json").read_text())["lr_schedule_changes"]
-    assert changes[-1] == {"step": 11, **restart} and len(changes) == 2
+    assert changes[-1] == {"step": 11, **restart, "was": {"lr": 2e-3, "lr_decay_start": 5,
+                                                          "lr_decay_steps": 4}}
+    assert len(changes) == 2
     lrs = [float(r["lr"]) for r in _metrics(out) if r["split"] == "train"]
     assert lrs[11] == pytest.approx(1e-3) and lrs[12] == pytest.approx((1e-3 + 1e-4) / 2)
 
