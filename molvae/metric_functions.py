@@ -281,9 +281,7 @@ def frag_similarity(
     Returns:
         Similarity in [0, 1]; NaN when either side has no fragment.
     """
-    gen = _aggregate(_featurize(samples, _FRAG, n_jobs, progress, "fragments"), _FRAG)
-    ref = _aggregate(_featurize(reference, _FRAG, n_jobs, progress, "reference fragments"), _FRAG)
-    return _cosine(_counts(ref, "frag"), _counts(gen, "frag"))
+    return _count_similarity(samples, reference, _FRAG, "frag", "fragments", n_jobs, progress)
 
 
 def scaffold_similarity(
@@ -308,9 +306,17 @@ def scaffold_similarity(
     Returns:
         Similarity in [0, 1]; NaN when either side has no counted scaffold.
     """
-    gen = _aggregate(_featurize(samples, _SCAF, n_jobs, progress, "scaffolds"), _SCAF)
-    ref = _aggregate(_featurize(reference, _SCAF, n_jobs, progress, "reference scaffolds"), _SCAF)
-    return _cosine(_counts(ref, "scaf"), _counts(gen, "scaf"))
+    return _count_similarity(samples, reference, _SCAF, "scaf", "scaffolds", n_jobs, progress)
+
+
+def _count_similarity(samples: Sequence[str | None], reference: Sequence[str], feature: int,
+                      key: str, what: str, n_jobs: int | None, progress: bool) -> float:
+    """Cosine similarity of the two sides' count vectors of one feature (fragments or
+    scaffolds), each aggregated over its valid molecules."""
+    gen = _aggregate(_featurize(samples, feature, n_jobs, progress, what), feature)
+    ref = _aggregate(_featurize(reference, feature, n_jobs, progress, f"reference {what}"),
+                     feature)
+    return _cosine(_counts(ref, key), _counts(gen, key))
 
 
 def fraction_passes_filters(
