@@ -27,3 +27,14 @@ run molvae optimize qed --start "CC(=O)Nc1ccc(O)cc1" --similarity-to "CC(=O)Nc1c
     --min-similarity 0.4 --budget 500 --seed 0 --top 8 -o best.csv --image "$pics/optimize_example.png"
 run cat best.csv
 run molvae latent-map --property QED --method property --seed 0 -o "$pics/latent_map_qed.png"
+# the model card's Domain rows (molvae.domain.assess on the bundled model, seed 0)
+run python - <<'PY'
+import molvae
+from molvae.domain import assess
+
+inputs = ["CCO", "c1ccccc1O", "c1ccncc1", "CCOc1ccccc1C(=O)N", "CCC(C)C(C)NC(=O)N1CCCC(NC(C)=O)C1"]
+for a in assess(molvae.load(), inputs, seed=0):
+    rec = "exact" if a.exact else f"`{a.reconstruction}`"
+    print(f"| `{a.input}` | {a.heavy_atoms} | {a.neg_elbo_per_token:.2f} | {a.percentile:.1f} | "
+          f"{rec} | {'yes' if a.in_domain else 'no'} |")
+PY

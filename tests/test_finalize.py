@@ -119,6 +119,8 @@ def test_training_scripts_parse_and_stage_two_starts_from_the_kept_v1():
     text = (ROOT / "scripts" / "train_default_v2.sh").read_text()
     init = re.search(r'--init "\$root/([^"]+)"', text).group(1)
     assert (ROOT / init).is_file() and "--free-bits 0.45" in text
+    # the anneal the bundled v3 trained with (added there on --resume at step 8,549)
+    assert "--lr-schedule cosine" in text and "--lr-decay-start 8549" in text
 
 
 def test_model_card_reads_the_log_only_up_to_the_checkpoint(finalize, trained_run, tmp_path):
