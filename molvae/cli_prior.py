@@ -13,7 +13,7 @@ log = logging.getLogger("molvae")
 
 
 def cmd_fit_prior(args: argparse.Namespace) -> int:
-    from . import checkpoint, prior
+    from . import checkpoint, density, prior
     out = Path(args.output)
     if out.suffix != ".safetensors":
         raise UsageError(f"-o {out}: the model is saved as a .safetensors checkpoint")
@@ -28,7 +28,7 @@ def cmd_fit_prior(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.input}: {len(smiles)} molecules; fitting a density needs "
                          "at least 2 (thousands for a useful one)")
     try:  # before the fit: the density's own check says what a scale must be
-        prior.scaled(model, args.scale)
+        density.check_scale({"scale": args.scale})
     except ValueError as exc:
         raise UsageError(f"--scale: {exc}") from None
     seed = seed_of(args)

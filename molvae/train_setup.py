@@ -40,7 +40,6 @@ class Plan:
     run: dict[str, Any] | None = None  # config.json of a resumed run
     init: ckpt.Model | None = None  # the --init model of a new run
     lr_changed: dict[str, Any] = field(default_factory=dict)  # schedule changed on resume
-    lr_was: dict[str, Any] = field(default_factory=dict)  # what those settings were before
 
 
 @dataclass
@@ -84,19 +83,16 @@ def resumed(out_dir: Path, data_path: str | Path | None, train_config: TrainConf
     run = _load_run_config(out_dir)
     tc = from_dict(TrainConfig, run["train_config"])
     lr_changed: dict[str, Any] = {}
-    lr_was: dict[str, Any] = {}
     if train_config is not None:
         old_tc = tc
         tc = replace(tc, **{k: getattr(train_config, k) for k in RESUMABLE_SETTINGS})
         tc.validate()
         lr_changed = {k: getattr(tc, k) for k in _LR_FIELDS
                       if getattr(tc, k) != getattr(old_tc, k)}
-        lr_was = {k: getattr(old_tc, k) for k in lr_changed}
     return Plan(from_dict(ModelConfig, run["model_config"]), tc, run["seed"],
                 run["data"]["path"] if data_path is None else data_path,
                 run["data"].get("val_path"), run["data"].get("smiles_column"),
-                state=ckpt.load_resume(out_dir / ckpt.RESUME), run=run, lr_changed=lr_changed,
-                lr_was=lr_was)
+                state=ckpt.load_resume(out_dir / ckpt.RESUME), run=run, lr_changed=lr_changed)
 
 
 def new(out_dir: Path, data_path: str | Path, val_path: str | Path | None,
@@ -161,9 +157,11 @@ def record(plan: Plan, d: Datasets, out_dir: Path, device: str, command: str | N
     if plan.run is not None:
         if plan.lr_changed:
             log.info("learning-rate schedule changed at step %d: %s", step, plan.lr_changed)
+            old = from_dict(TrainConfig, plan.run["train_config"])  # before the change
             plan.run["train_config"] = to_dict(plan.tc)
             plan.run.setdefault("lr_schedule_changes", []).append(
-                {"step": step, **plan.lr_changed, "was": plan.lr_was})
+                {"step": step, **plan.lr_changed,
+                 "was": {k: getattr(old, k) for k in plan.lr_changed}})
             (out_dir / "config.json").write_text(json.dumps(plan.run, indent=2))
         return
     run_info = {
