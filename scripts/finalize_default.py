@@ -18,7 +18,6 @@ whose consistent samples have the lowest FCD/Test at novelty >= 0.85 is kept.
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import json
 import os
@@ -53,7 +52,6 @@ from molvae.metrics import (
     load_moses,
     novelty,
 )
-from molvae.prior import fit_gmm
 
 ROOT = Path(__file__).resolve().parent.parent
 MOSES = ROOT / "data" / "moses"
@@ -73,14 +71,6 @@ def posterior_samples(model: molvae.Model, n: int, seed: int) -> torch.Tensor:
             mu, logvar = model.net.encode(x, lengths)
             out.append(mu + torch.randn(mu.shape, generator=g) * (0.5 * logvar).exp())
     return torch.cat(out)
-
-
-def with_prior(model: molvae.Model, kind: str, tensors: dict | None = None,
-               **info) -> molvae.Model:
-    m = copy.copy(model)
-    m.prior = {"kind": kind, **info}
-    m.prior_tensors = tensors or {}
-    return m
 
 
 def _quality(s: list, test: list[str]) -> dict:
@@ -107,12 +97,11 @@ def screen_densities(model: molvae.Model, args: argparse.Namespace, test: list[s
     with its draws shrunk by each of ``args.scales``; returns (the chosen model, every
     candidate's screen row, the chosen one's name)."""
     zs = posterior_samples(model, args.fit_n, args.seed)
-    candidates = {"normal": with_prior(model, "normal")}
+    candidates = {"normal": prior.with_density(model, {"kind": "normal"})}
     for k in args.components:
-        t = fit_gmm(zs, n_components=k, seed=args.seed)
-        candidates[f"gmm{k}"] = with_prior(model, "gmm", t, components=k,
-                                           fitted_on=f"{len(zs)} posterior samples of MOSES "
-                                           "train molecules")
+        candidates[f"gmm{k}"] = prior.fit_points(
+            model, zs, "gmm", components=k, seed=args.seed,
+            fitted_on=f"{len(zs)} posterior samples of MOSES train molecules")
     screen = {name: screen_density(m, args.screen_n, args.seed, test)
               for name, m in candidates.items()}
     # what molvae.sample returns by default is the consistent samples: choose on those, then
@@ -259,18 +248,18 @@ def model_card(report: dict, run: Path) -> str:
     """The model card, every number taken from this script's measurements or the run's logs."""
     cfg = json.loads((run / "config.json").read_text())
     # the run may have gone on after the checkpoint: read its log only up to the checkpoint's step
-    rows = [r for r in csv.DictReader((run / "metrics.csv").open())
-            if report.get("step") is None or int(r["step"]) <= int(report["step"])]
+    step = int(report["step"])
+    rows = [r for r in csv.DictReader((run / "metrics.csv").open()) if int(r["step"]) <= step]
     val = [r for r in rows if r["split"] == "val"]
     last = val[-1] if val else {}
     wall = float(rows[-1]["elapsed_s"]) if rows else float("nan")
     mc = cfg["model_config"]
     tc, changes, unknown = _settings_at(cfg["train_config"], cfg.get("lr_schedule_changes"),
-                                        int(report["step"]))
+                                        step)
     lr_text = _lr_schedule(tc, changes) + "".join(
         f" (a change at step {s:,}, after this checkpoint, recorded no earlier settings, so "
         "these may include it)" for s in unknown)
-    trained_by, reproduce = _lineage(cfg, report["step"])
+    trained_by, reproduce = _lineage(cfg, step)
     kl_text = {"constant": "constant from the first step",
                "cyclical": f"cyclical, {tc.get('kl_cycle_steps')}-step cycles"}.get(
         tc.get("kl_schedule", "linear"), f"linear warm-up over {tc['kl_warmup_steps']} steps")
@@ -314,7 +303,7 @@ Loss per molecule: token cross-entropy + beta * sum_d max(KL_d, free_bits) with 
 {tc['beta']} ({kl_text}) and free bits {tc['free_bits']}
 nats per dimension; AdamW lr {tc['lr']}{lr_text}; batch {tc['batch_size']}, gradient
 clip {tc['grad_clip']}; teacher forcing only (Gumbel fraction {tc['gumbel_frac_end']}).
-Checkpoint used: step {report['step']}, after {wall / 60:.0f} minutes of training on
+Checkpoint used: step {step}, after {wall / 60:.0f} minutes of training on
 {report['hardware']['cores']} CPU cores ({report['hardware']['cpu']}), seed {cfg['seed']}.
 Last validation: recon {float(last.get('recon', 'nan')):.2f} nats,
 KL {float(last.get('kl', 'nan')):.2f} nats,

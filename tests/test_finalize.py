@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import re
@@ -9,7 +10,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import load_script
+
+import molvae
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -169,3 +173,30 @@ def test_stage_two_script_resumes_through_stage_one(tmp_path):
                            text=True, check=True).stdout.split()
     assert again[again.index("--out") + 1] == str(run) and "--resume" in again
     assert again[-2:] == ["--max-steps", "6114"] and "--init" not in again
+
+
+def test_screen_densities_fits_each_mixture_and_shrinks_the_winner(finalize, trained_run,
+                                                                   monkeypatch):
+    """The candidates are the library's own densities (N(0, I), then prior.fit_points mixtures
+    with their fit recorded), and the scales are tried on the best of them only."""
+    run, _ = trained_run
+    model = molvae.load(run / "last.safetensors")
+    z = torch.randn(300, model.config.latent_dim, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(finalize, "posterior_samples", lambda m, n, seed: z[:n])
+    seen = {}
+
+    def fake_screen(m, n, seed, test):  # gmm4 is the best, its scale 0.8 better still
+        name = (m.prior["kind"] + str(m.prior.get("components", "")), m.prior.get("scale", 1))
+        seen[name] = m.prior
+        fcd = {("normal", 1): 3.0, ("gmm2", 1): 2.0, ("gmm4", 1): 1.5, ("gmm4", 0.8): 1.2}
+        return {"consistent": {"FCD/Test": fcd.get(name, 9.0), "Novelty": 0.9}}
+
+    monkeypatch.setattr(finalize, "screen_density", fake_screen)
+    args = argparse.Namespace(fit_n=200, seed=0, components=[2, 4], scales=[0.9, 0.8],
+                              screen_n=10, min_novelty=0.85)
+    chosen, screen, best = finalize.screen_densities(model, args, [])
+    assert list(screen) == ["normal", "gmm2", "gmm4", "gmm4, scale 0.9", "gmm4, scale 0.8"]
+    assert best == "gmm4, scale 0.8" and chosen.prior["scale"] == 0.8
+    assert chosen.prior["components"] == 4 and "nll" in chosen.prior["fit"]
+    assert chosen.prior["fitted_on"] == "200 posterior samples of MOSES train molecules"
+    assert seen[("normal", 1)] == {"kind": "normal"}
