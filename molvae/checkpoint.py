@@ -25,7 +25,8 @@ from .config import ModelConfig, from_dict, to_dict
 from .model import MolVAE
 from .vocab import Vocab
 
-__all__ = ["CheckpointError", "Model", "save", "load", "set_domain", "FORMAT_VERSION",
+__all__ = ["CheckpointError", "Model", "save", "load", "set_domain", "set_sampling",
+           "FORMAT_VERSION",
            "atomic_write_bytes"]
 
 FORMAT = "molvae-checkpoint"
@@ -44,7 +45,9 @@ class Model:
     ``prior`` describes the density z is drawn from when sampling: ``{"kind": "normal"}`` is
     N(0, I); other kinds carry their parameters as tensors in ``prior_tensors``. ``domain`` is
     the record of what the model was trained and tested on (:mod:`molvae.domain`); None for a
-    checkpoint without one.
+    checkpoint without one. ``sampling`` holds the decoding settings sampling uses unless told
+    otherwise: ``{"grammar": True}`` samples under the SELFIES grammar mask
+    (:mod:`molvae.grammar`); empty (a checkpoint from before it existed) means plain decoding.
     """
 
     net: MolVAE
@@ -55,6 +58,7 @@ class Model:
     prior_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     path: str | None = None
     domain: dict[str, Any] | None = None
+    sampling: dict[str, Any] = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
@@ -115,6 +119,8 @@ def to_bytes(model: Model, extra: dict[str, Any] | None = None) -> bytes:
                  "prior": model.prior, "versions": versions()})
     if model.domain is not None:
         meta["domain"] = model.domain
+    if model.sampling:
+        meta["sampling"] = model.sampling
     header = {"molvae": json.dumps(meta, sort_keys=True), "sha256": _digest(tensors)}
     return st_save(tensors, metadata=header)
 
@@ -187,10 +193,11 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Model:
     net.eval()
     prior_t = {k[6:]: v for k, v in tensors.items() if k.startswith("prior.")}
     keep = {k: v for k, v in meta.items()
-            if k not in ("model_config", "vocab", "prior", "domain")}
-    domain = meta.get("domain")
+            if k not in ("model_config", "vocab", "prior", "domain", "sampling")}
+    domain, sampling = meta.get("domain"), meta.get("sampling")
     model = Model(net, vocab, cfg, keep, meta.get("prior", {"kind": "normal"}), prior_t,
-                  str(path), domain if isinstance(domain, dict) else None)
+                  str(path), domain if isinstance(domain, dict) else None,
+                  sampling if isinstance(sampling, dict) else {})
     return model.to(device)
 
 
@@ -200,16 +207,28 @@ def set_domain(path: str | Path, domain: dict[str, Any] | None) -> None:
     Only the JSON metadata is rewritten: the tensor bytes, and so their stored sha256, stay
     exactly as they were, and so do the other metadata (the versions that trained it).
     """
+    _set_meta(path, "domain", domain)
+
+
+def set_sampling(path: str | Path, sampling: dict[str, Any] | None) -> None:
+    """Store (or, with None or {}, drop) the sampling settings of a checkpoint file in place
+    (``Model.sampling``: ``"grammar"``, ``"temperature"``), rewriting only its metadata as
+    :func:`set_domain` does."""
+    _set_meta(path, "sampling", sampling or None)
+
+
+def _set_meta(path: str | Path, key: str, value: Any) -> None:
+    """Set (None: drop) one key of a checkpoint's molvae metadata, tensors untouched."""
     path = resolve_path(path)
     blob = path.read_bytes()
     header = _header(blob, path)  # validates the layout
     n = int.from_bytes(blob[:8], "little")
     head = json.loads(blob[8: 8 + n])
     meta = json.loads(header["molvae"])
-    if domain is None:
-        meta.pop("domain", None)
+    if value is None:
+        meta.pop(key, None)
     else:
-        meta["domain"] = domain
+        meta[key] = value
     head["__metadata__"] = {**header, "molvae": json.dumps(meta, sort_keys=True)}
     text = json.dumps(head, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)  # safetensors pads the header to 8-byte alignment

@@ -103,7 +103,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help=".csv/.smi of generated SMILES (default: sample --model or --bundled)")
     v.add_argument("-n", type=positive_int, default=30000, help="samples to draw with --model")
     v.add_argument("--bundled", action="store_true", help="sample the bundled model")
-    v.add_argument("--temperature", type=float, default=1.0, help="decoder temperature")
+    v.add_argument("--temperature", type=float, default=None,
+                   help="decoder temperature when sampling a model (default: the model's "
+                   "setting)")
     v.add_argument("--smiles-column", default=None,
                    help="CSV column holding SMILES (default: detected)")
     v.add_argument("--test", default=None, help="reference set (default: MOSES test)")

@@ -39,7 +39,7 @@ def _legend_properties(columns: list[str], rows: list[dict[str, str]]) -> dict[s
 def cmd_sample(args: argparse.Namespace) -> int:
     from .generate import LowAcceptanceError, iter_sample
     from .io import TableWriter
-    if not args.temperature >= 0:
+    if args.temperature is not None and not args.temperature >= 0:
         raise UsageError(f"--temperature must be a number >= 0, got {args.temperature}")
     image_check(args.image)
     output_check(args.output)
@@ -61,7 +61,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
                disable=args.quiet or args.output is None)
     parts = iter_sample(model, args.n, temperature=0.0 if args.greedy else args.temperature,
                         seed=seed, batch_size=args.batch_size, consistent=not args.raw,
-                        max_draws=args.max_draws)
+                        max_draws=args.max_draws, grammar=args.grammar_mask)
     try:
         for part in parts:
             cols, props = property_columns(args, list(part), model)
@@ -90,9 +90,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.raw:
         log.info("%d of %d samples valid", n_valid, args.n)
     else:
+        from .sampling import sampling_settings
         st = parts.stats
-        log.info("%d consistent of %d drawn (acceptance %.2f)", st.accepted, st.drawn,
-                 st.acceptance)
+        temperature, grammar = sampling_settings(
+            model, 0.0 if args.greedy else args.temperature, args.grammar_mask)
+        log.info("%d consistent of %d drawn (acceptance %.2f; temperature %g%s)", st.accepted,
+                 st.drawn, st.acceptance, temperature, ", grammar mask" if grammar else "")
     if args.image:
         from .draw import molecule_grid
         cols, _ = property_columns(args, [])
@@ -202,13 +205,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("-n", type=positive_int, default=100, help="number of molecules")
     s.add_argument("-o", "--output", default=None,
                    help=".csv, .smi or .sdf (default: CSV on stdout)")
-    s.add_argument("--temperature", type=float, default=1.0, help="decoder temperature")
+    s.add_argument("--temperature", type=float, default=None,
+                   help="decoder temperature (default: the model's setting, 1.0 unless it "
+                   "saves one)")
     s.add_argument("--greedy", action="store_true", help="argmax decoding (temperature 0)")
     s.add_argument("--prior-scale", type=float, default=None, metavar="S",
                    help="shrink (< 1) or widen (> 1) the latent density's draws by S (default: "
                    "the scale saved in the checkpoint, 1 unless fit-prior --scale set one)")
     s.add_argument("--raw", action="store_true",
                    help="keep every raw sample, inconsistent and invalid ones included")
+    s.add_argument("--grammar-mask", action=argparse.BooleanOptionalAction, default=None,
+                   help="decode under the SELFIES grammar mask (only tokens the SELFIES "
+                   "decoder reads as written) or without it (default: the model's setting)")
     s.add_argument("--max-draws", type=positive_int, default=None,
                    help="give up when -n consistent molecules are not found in this many draws "
                    "(default: 20 * n + 1000)")

@@ -22,6 +22,7 @@ import torch
 
 from . import chem, density
 from .checkpoint import Model
+from .grammar import Grammar
 from .parallel import pool_context
 from .vocab import EOS, Vocab
 
@@ -184,14 +185,15 @@ def _decode_streams(model: Model) -> int:
 def _stream(model: Model, total: int, z: torch.Tensor | None, temperature: float,
             seed: int | None, batch_size: int, workers: int | None,
             post_process: bool = True, settings: dict[str, Any] | None = None,
-            offset: int = 0) -> Iterator[Any]:
+            offset: int = 0, grammar: bool = False) -> Iterator[Any]:
     """Decode ``total`` latent points in chunks of ``batch_size`` and yield each chunk's result
     in order: SMILES lists, (SMILES, consistency flags) pairs with ``settings``
     (:func:`_check_settings`), or the raw id arrays with ``post_process=False``.
 
     The points are ``z`` (total, Z), or drawn from the sampling density when ``z`` is None;
     they are molecules ``offset`` .. ``offset + total - 1`` of the seed's sequence (their
-    randoms are those of these indices).
+    randoms are those of these indices). With ``grammar`` the decoder samples under the
+    SELFIES grammar mask (:mod:`molvae.grammar`).
     Chunks are decoded in parallel threads, each drawing its molecules' randoms from their
     blocks' generators (:func:`_randoms`), and handed to the post-processing workers as soon as
     they are done; a bounded number of chunks is in flight.
@@ -211,15 +213,18 @@ def _stream(model: Model, total: int, z: torch.Tensor | None, temperature: float
             drawn, noise = _randoms(model, base_seed, offset + start, size, z is None,
                                     temperature)
             points = drawn if z is None else z[start: start + size]
-            ids = _decode_ids(model, points, temperature, noise)
+            ids, forced = _decode_ids(model, points, temperature, noise, grammar)
         # straight to the worker processes; in-process post-processing stays in the calling
         # thread (it switches selfies' global constraints, which threads must not share)
-        return post.submit(ids) if post is not None and post.pool is not None else ids
+        return (post.submit(ids) if post is not None and post.pool is not None else ids,
+                forced)
 
-    def finish(item: Any) -> Any:
+    def finish(done: tuple[Any, np.ndarray | None]) -> Any:
+        item, forced = done
         if post is None:
             return item
-        return post.result(item if isinstance(item, Future) else post.submit(item))
+        out = post.result(item if isinstance(item, Future) else post.submit(item))
+        return out if settings is None else (out[0], _unforced(out[1], forced))
 
     pending: deque[Future] = deque()
     window = streams + 3  # chunks in flight: bounds memory while keeping everyone busy
@@ -246,22 +251,33 @@ def sample_latent(model: Model, n: int, generator: torch.Generator) -> torch.Ten
 
 
 def _decode_ids(model: Model, z: torch.Tensor, temperature: float,
-                noise: torch.Tensor | None) -> np.ndarray:
-    """Latent points z (N, Z) -> token ids (N, <= max_len + 1); ``noise`` from _randoms."""
-    ids = model.net.decoder.generate(z.to(model.device).float(), model.config.max_len + 1,
-                                     temperature=temperature, noise=noise)
-    return ids.cpu().numpy()
+                noise: torch.Tensor | None, grammar: bool = False
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Latent points z (N, Z) -> token ids (N, <= max_len + 1); ``noise`` from _randoms.
+    With ``grammar``, decoded under the SELFIES grammar mask, and also which rows it forced
+    (:meth:`molvae.grammar.Grammar.forced`; None without the mask)."""
+    steps = model.config.max_len + 1
+    mask = Grammar(model.vocab, len(z), steps, temperature) if grammar else None
+    ids = model.net.decoder.generate(z.to(model.device).float(), steps,
+                                     temperature=temperature, noise=noise, grammar=mask)
+    return ids.cpu().numpy(), None if mask is None else mask.forced()
 
 
-def decode_strings(model: Model, z: torch.Tensor, temperature: float, seed: int | None
-                   ) -> tuple[list[str | None], list[str | None]]:
+def _unforced(flags: list[bool], forced: np.ndarray | None) -> list[bool]:
+    """Consistency flags of decodes under the grammar mask: a forced decode (the mask, not
+    the model, chose its string) does not count as consistent."""
+    return flags if forced is None else [f and not x for f, x in zip(flags, forced.tolist())]
+
+
+def decode_strings(model: Model, z: torch.Tensor, temperature: float, seed: int | None,
+                   grammar: bool = False) -> tuple[list[str | None], list[str | None]]:
     """The SELFIES strings and SMILES that ``decode(model, z, temperature, seed)`` decodes, as
     plain synchronous code (sized for an optimizer's batches), so that a caller can check the
     consistency of only the rows it needs (:func:`consistency`)."""
     model.net.eval()
     with torch.no_grad():
         _, noise = _randoms(model, _base_seed(seed), 0, len(z), False, temperature)
-        ids = _decode_ids(model, z, temperature, noise)  # (N, <= max_len + 1)
+        ids, _ = _decode_ids(model, z, temperature, noise, grammar)  # (N, <= max_len + 1)
     return _strings(model.vocab, ids)
 
 
@@ -272,8 +288,8 @@ def consistency(model: Model, selfies: list[str | None], smiles: list[str | None
 
 
 def _decode_one_chunk(model: Model, z: torch.Tensor, temperature: float,
-                      seed: int | None, settings: dict[str, Any] | None = None
-                      ) -> tuple[list[str | None], list[bool] | None]:
+                      seed: int | None, settings: dict[str, Any] | None = None,
+                      grammar: bool = False) -> tuple[list[str | None], list[bool] | None]:
     """What _stream gives for latent points that fit in one chunk, as plain synchronous code:
     one decoder call on the calling thread with the caller's torch thread settings, then
     SELFIES/RDKit in this process. The same per-block noise, so the same molecules; with
@@ -281,5 +297,6 @@ def _decode_one_chunk(model: Model, z: torch.Tensor, temperature: float,
     model.net.eval()
     with torch.no_grad():
         _, noise = _randoms(model, _base_seed(seed), 0, len(z), False, temperature)
-        ids = _decode_ids(model, z, temperature, noise)  # (N, <= max_len + 1)
-    return _decoded(model.vocab, ids, settings)
+        ids, forced = _decode_ids(model, z, temperature, noise, grammar)  # (N, <= L + 1)
+    smiles, flags = _decoded(model.vocab, ids, settings)
+    return smiles, None if flags is None else _unforced(flags, forced)

@@ -61,14 +61,15 @@ class MoleculeError(ValueError):
 
 def decode(model: Model, z: torch.Tensor | np.ndarray, temperature: float = 0.0,
            seed: int | None = None, *, batch_size: int = 1000, workers: int | None = 0,
-           with_consistency: bool = False
+           with_consistency: bool = False, grammar: bool = False
            ) -> list[str | None] | tuple[list[str | None], list[bool]]:
     """Decode latent points (N, Z) to SMILES; temperature 0 is greedy.
 
     With ``with_consistency`` the result is ``(smiles, flags)``: ``flags[i]`` says whether
     row i's decoded SELFIES string is grammar-consistent, the canonical SELFIES of its own
     molecule (see :func:`iter_sample`; False for an invalid decode). One point gives one
-    answer either way: nothing is re-drawn.
+    answer either way: nothing is re-drawn. ``grammar`` decodes under the SELFIES grammar
+    mask (:mod:`molvae.grammar`): no decode is then a string SELFIES had to repair.
 
     With temperature > 0, row i's token noise comes from block i // 64 of ``seed`` (fresh
     entropy when None; a seed must be an integer >= 0), so row i's molecule depends only on
@@ -99,10 +100,10 @@ def decode(model: Model, z: torch.Tensor | np.ndarray, temperature: float = 0.0,
     if len(z) <= batch_size:
         # a thread pool and a process-wide thread-count switch cost more than they save on a
         # single chunk (scripts/benchmark_decode.py), and would touch the caller's settings
-        smiles, flags = _decode_one_chunk(model, z, temperature, seed, settings)
+        smiles, flags = _decode_one_chunk(model, z, temperature, seed, settings, grammar)
         return (smiles, flags) if with_consistency else smiles  # type: ignore[return-value]
     parts = list(_stream(model, len(z), z, temperature, seed, batch_size, workers,
-                         settings=settings))
+                         settings=settings, grammar=grammar))
     if not with_consistency:
         return [smi for part in parts for smi in part]
     return ([smi for smiles, _ in parts for smi in smiles],

@@ -153,7 +153,7 @@ class Decoder(nn.Module):
     @torch.no_grad()
     def generate(self, z: torch.Tensor, max_steps: int, temperature: float = 1.0,
                  generator: torch.Generator | None = None,
-                 noise: torch.Tensor | None = None) -> torch.Tensor:
+                 noise: torch.Tensor | None = None, grammar=None) -> torch.Tensor:  # noqa: ANN001
         """Sample (temperature > 0) or greedy (temperature == 0) ids (B, <=max_steps).
 
         Sampling is Gumbel-max: step t takes argmax(logits / temperature + g) with Gumbel noise
@@ -161,6 +161,10 @@ class Decoder(nn.Module):
         pre-drawn, step t reading noise[:, t]; without it u (B, V) is drawn from ``generator``
         at every step. With ``noise`` a row's tokens depend only on its own z and noise, not on
         the other rows of the batch (up to floating-point rounding of the logits).
+
+        ``grammar`` (e.g. :class:`molvae.grammar.Grammar`) restricts the tokens: before each
+        step ``restrict(logits)`` returns the (B, V) logits with the tokens it rules out at
+        -inf, after it ``advance(tokens)`` is told the (B,) tokens taken.
 
         Every row ends with [eos] or reaches max_steps; positions after [eos] are PAD. The loop
         stops as soon as all rows have ended.
@@ -180,6 +184,8 @@ class Decoder(nn.Module):
         out = []
         for t in range(max_steps):
             lg, h = self.step(self.embed(tok), z, h)  # (B, V)
+            if grammar is not None:  # tokens the grammar rules out get probability 0
+                lg = grammar.restrict(lg)
             if temperature == 0:
                 tok = lg.argmax(-1)
             else:
@@ -188,6 +194,8 @@ class Decoder(nn.Module):
                 gumbel = -torch.log(-torch.log(u.clamp_min(tiny)))
                 tok = (lg.float() / temperature + gumbel).argmax(-1)
             tok = tok.masked_fill(done, PAD)
+            if grammar is not None:
+                grammar.advance(tok)
             out.append(tok)
             done |= tok == EOS
             if bool(done.all()):

@@ -20,6 +20,23 @@ __all__ = ["LowAcceptanceError", "SampleStats", "SampleIterator", "sample", "ite
 
 
 # ---------------------------------------------------------------------------------- sampling
+def sampling_settings(model: Model, temperature: float | None, grammar: bool | None
+                      ) -> tuple[float, bool]:
+    """The decoder temperature and whether to sample under the grammar mask: as given, or
+    where None the model's own settings (``Model.sampling``: ``"temperature"``, default 1.0,
+    and ``"grammar"``, default off, for a model that does not say)."""
+    if temperature is None:
+        temperature = float(model.sampling.get("temperature", 1.0))
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not (
+            temperature >= 0):  # also catches NaN
+        raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
+    if grammar is None:
+        grammar = bool(model.sampling.get("grammar", False))
+    if not isinstance(grammar, bool):
+        raise ValueError(f"grammar must be True, False or None, got {grammar!r}")
+    return float(temperature), grammar
+
+
 DRAWS_PER_MOLECULE, DRAWS_SLACK = 20, 1000  # the default max_draws: 20 * n + 1000
 
 
@@ -74,9 +91,10 @@ class SampleIterator(Iterator[list]):
         self._batches.close()  # type: ignore[attr-defined]
 
 
-def iter_sample(model: Model, n: int, *, temperature: float = 1.0, seed: int | None = None,
+def iter_sample(model: Model, n: int, *, temperature: float | None = None,
+                seed: int | None = None,
                 batch_size: int = 1000, workers: int | None = None, consistent: bool = True,
-                max_draws: int | None = None) -> SampleIterator:
+                max_draws: int | None = None, grammar: bool | None = None) -> SampleIterator:
     """Batches of ``batch_size`` sampled SMILES in order (the last may be shorter), as an
     iterator; memory stays flat. The returned iterator's ``stats`` (:class:`SampleStats`) counts the
     draws and the acceptance rate.
@@ -90,6 +108,14 @@ def iter_sample(model: Model, n: int, *, temperature: float = 1.0, seed: int | N
     in the first ``max_draws`` draws (default ``20 * n + 1000``: an acceptance rate below about
     5%), a :class:`LowAcceptanceError` (a ValueError) is raised. With ``consistent=False``
     every raw sample is kept, invalid decodes as None.
+
+    ``grammar`` decodes under the SELFIES grammar mask (:mod:`molvae.grammar`: the decoder's
+    distribution restricted to tokens the SELFIES decoder reads as written, so nothing is
+    repaired); a decode the mask *forced* (at some step the allowed tokens held less than
+    ``molvae.grammar.MIN_MASS`` of the decoder's probability) then does not count as
+    consistent. ``temperature`` is the decoder's sampling temperature. Where either is None
+    (the default) the model's own setting is used (``Model.sampling``; a model that does not
+    say samples plainly at temperature 1.0).
 
     Raw molecule i depends only on (``seed``, i, ``temperature``, the model): the first k
     molecules are the same for every n >= k, and do not depend on ``batch_size``, the number
@@ -105,47 +131,50 @@ def iter_sample(model: Model, n: int, *, temperature: float = 1.0, seed: int | N
     """
     stats = SampleStats(consistent)
     return SampleIterator(_sample_stream(model, n, temperature, seed, batch_size, workers, True,
-                                         consistent, max_draws, stats), stats)
+                                         consistent, max_draws, stats, grammar), stats)
 
 
-def iter_sample_ids(model: Model, n: int, *, temperature: float = 1.0,
-                    seed: int | None = None, batch_size: int = 1000) -> Iterator[np.ndarray]:
+def iter_sample_ids(model: Model, n: int, *, temperature: float | None = None,
+                    seed: int | None = None, batch_size: int = 1000,
+                    grammar: bool | None = None) -> Iterator[np.ndarray]:
     """The token ids that raw :func:`iter_sample` (``consistent=False``) would turn into
     SMILES, batch by batch (PAD after [eos]); the pure decoding work, without SELFIES or
     RDKit."""
-    yield from _sample_stream(model, n, temperature, seed, batch_size, None, False)
+    yield from _sample_stream(model, n, temperature, seed, batch_size, None, False,
+                              grammar=grammar)
 
 
-def _sample_stream(model: Model, n: int, temperature: float, seed: int | None,
+def _sample_stream(model: Model, n: int, temperature: float | None, seed: int | None,
                    batch_size: int, workers: int | None, post_process: bool,
                    consistent: bool = False, max_draws: int | None = None,
-                   stats: SampleStats | None = None) -> Iterator[Any]:
+                   stats: SampleStats | None = None, grammar: bool | None = None
+                   ) -> Iterator[Any]:
     """iter_sample and iter_sample_ids: latent points drawn per block, then _stream."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    if not temperature >= 0:  # also catches NaN
-        raise ValueError(f"temperature must be a number >= 0, got {temperature}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if max_draws is not None and (isinstance(max_draws, bool) or not isinstance(
             max_draws, numbers.Integral) or max_draws < 1):
         raise ValueError(f"max_draws must be an integer >= 1, got {max_draws!r}")
     seed = _check_seed(seed)
+    temperature, grammar = sampling_settings(model, temperature, grammar)
     stats = SampleStats(consistent) if stats is None else stats
     if consistent and post_process:
         limit = DRAWS_PER_MOLECULE * n + DRAWS_SLACK if max_draws is None else int(max_draws)
         yield from _consistent_stream(model, n, temperature, seed, batch_size, workers, limit,
-                                      stats)
+                                      stats, grammar)
         return
-    for part in _stream(model, n, None, temperature, seed, batch_size, workers, post_process):
+    for part in _stream(model, n, None, temperature, seed, batch_size, workers, post_process,
+                        grammar=grammar):
         stats.drawn += len(part)
         stats.accepted += len(part)
         yield part
 
 
 def _consistent_stream(model: Model, n: int, temperature: float, seed: int | None,
-                       batch_size: int, workers: int | None, limit: int, stats: SampleStats
-                       ) -> Iterator[list[str]]:
+                       batch_size: int, workers: int | None, limit: int, stats: SampleStats,
+                       grammar: bool) -> Iterator[list[str]]:
     """The first n grammar-consistent molecules of the seed's raw sequence, in batches.
 
     The raw sequence is decoded in rounds (one _stream each, over the next indices), and a
@@ -166,7 +195,7 @@ def _consistent_stream(model: Model, n: int, temperature: float, seed: int | Non
         want = math.ceil((n - stats.accepted) / rate * 1.1)
         size = min(limit - stats.drawn, max(BLOCK, -(-want // BLOCK) * BLOCK))
         chunks = _stream(model, size, None, temperature, base, batch_size, workers, True,
-                         settings, offset=stats.drawn)
+                         settings, offset=stats.drawn, grammar=grammar)
         try:
             for smiles, flags in chunks:
                 for smi, ok in zip(smiles, flags):
@@ -187,9 +216,10 @@ def _consistent_stream(model: Model, n: int, temperature: float, seed: int | Non
         yield found
 
 
-def sample(model: Model, n: int, temperature: float = 1.0, seed: int | None = None, *,
+def sample(model: Model, n: int, temperature: float | None = None, seed: int | None = None, *,
            greedy: bool = False, batch_size: int = 1000, workers: int | None = None,
-           consistent: bool = True, max_draws: int | None = None, return_stats: bool = False
+           consistent: bool = True, max_draws: int | None = None, return_stats: bool = False,
+           grammar: bool | None = None
            ) -> list[str | None] | tuple[list[str | None], SampleStats]:
     """Sample n molecules; ``greedy=True`` decodes each z by argmax (temperature 0).
 
@@ -197,6 +227,8 @@ def sample(model: Model, n: int, temperature: float = 1.0, seed: int | None = No
     until n are found; ``consistent=False`` gives the raw samples, None for an invalid decode.
     ``max_draws`` bounds the draws (see :func:`iter_sample`); with ``return_stats`` the result
     is ``(molecules, SampleStats)``, whose ``acceptance`` is the consistency rate.
+    ``temperature`` and ``grammar`` (the SELFIES grammar mask): None takes the model's own
+    setting (see :func:`iter_sample`).
 
     Molecule i depends only on (``seed``, i, temperature, the model), so ``sample(model, k,
     seed=s)`` is the first k of ``sample(model, n, seed=s)`` for any n >= k, whatever
@@ -207,7 +239,7 @@ def sample(model: Model, n: int, temperature: float = 1.0, seed: int | None = No
     out: list[str | None] = []
     parts = iter_sample(model, n, temperature=0.0 if greedy else temperature, seed=seed,
                         batch_size=batch_size, workers=workers, consistent=consistent,
-                        max_draws=max_draws)
+                        max_draws=max_draws, grammar=grammar)
     for part in parts:
         out.extend(part)
     return (out, parts.stats) if return_stats else out

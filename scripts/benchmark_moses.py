@@ -1,6 +1,7 @@
 """The MOSES benchmark of a molvae model, set beside the published MOSES baselines.
 
-30,000 prior samples at temperature 1.0 are scored with the full MOSES metric suite
+30,000 prior samples (at the model's sampling settings: decoder temperature, grammar mask) are
+scored with the full MOSES metric suite
 (molvae.metrics, the MOSES definitions) against the MOSES test and scaffold-test sets shipped in
 data/moses, twice: raw samples, and the grammar-consistent samples `molvae.sample` returns by
 default (with the acceptance rate, the consistent share of raw draws, beside the baselines'
@@ -48,6 +49,7 @@ from molvae.metrics import (
     reference_statistics,
 )
 from molvae.plots import property_histograms
+from molvae.sampling import sampling_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -132,7 +134,9 @@ def measure(model: molvae.Model, n: int = 30_000, seed: int = 0, recon_n: int = 
     numbers as computing them from data/moses, in seconds instead of an hour); False computes
     them from ``load_moses``."""
     test = load_moses("test")
-    result: dict = {"n_samples": n, "seed": seed, "temperature": 1.0,
+    temperature, grammar = sampling_settings(model, None, None)
+    result: dict = {"n_samples": n, "seed": seed, "temperature": temperature,
+                    "grammar_mask": grammar,
                     "model": {"file": Path(model.path).name if model.path else None,
                               "step": model.meta.get("step"),
                               "prior": model.prior.get("kind"),
@@ -146,14 +150,14 @@ def measure(model: molvae.Model, n: int = 30_000, seed: int = 0, recon_n: int = 
     samples: list = []
     if "raw" in kinds:
         t = time.perf_counter()
-        samples = molvae.sample(model, n, temperature=1.0, seed=seed, consistent=False)
+        samples = molvae.sample(model, n, seed=seed, consistent=False)
         result["wall_s"]["sample"] = time.perf_counter() - t
         t = time.perf_counter()
         result["metrics"] = evaluate(samples, **refs, device=device, progress=progress)
         result["wall_s"]["evaluate"] = time.perf_counter() - t
     if "consistent" in kinds:
         t = time.perf_counter()
-        samples, stats = molvae.sample(model, n, temperature=1.0, seed=seed, return_stats=True)
+        samples, stats = molvae.sample(model, n, seed=seed, return_stats=True)
         took = time.perf_counter() - t
         result["wall_s"]["sample_consistent"] = took
         t = time.perf_counter()
@@ -217,7 +221,9 @@ def markdown(result: dict, label: str = "molvae") -> str:
     prior += f", draws scaled by {mod['scale']:g}" if mod.get("scale", 1) != 1 else ""
     lines += ["", f"{label}: `{mod['file']}` (training step {mod['step']}, "
               f"{mod['parameters'] / 1e6:.1f}M parameters, latent sampling density {prior}); "
-              f"{result['n_samples']:,} samples at temperature {result['temperature']}, seed "
+              f"{result['n_samples']:,} samples at temperature {result['temperature']}"
+              + (" under the SELFIES grammar mask (forced decodes count as inconsistent)"
+                 if result.get("grammar_mask") else "") + ", seed "
               f"{result['seed']}; {hw['cpu']}, {hw['cores']} cores"
               + (f", {hw['gpu']}" if hw.get("gpu") else "") + f", torch {hw['torch']}. "
               "Baselines: mean of three runs as published in the MOSES repository README "
@@ -252,6 +258,10 @@ def main() -> None:
     ap.add_argument("--au-n", type=int, default=5000)
     ap.add_argument("--label", default="molvae (bundled)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--temperature", type=float, default=None,
+                    help="decoder temperature (default: the model's sampling setting)")
+    ap.add_argument("--grammar-mask", action=argparse.BooleanOptionalAction, default=None,
+                    help="sample under the grammar mask or not (default: the model's setting)")
     ap.add_argument("--out", default="moses_benchmark",
                     help="output prefix for .json, .md and _properties.png (default: "
                     "./moses_benchmark; the bundled model's are in molvae/pretrained/)")
@@ -266,7 +276,11 @@ def main() -> None:
         else args.device
     torch.set_num_threads(os.cpu_count() or 1)
     t = time.perf_counter()
-    result = measure(molvae.load(args.model, device=device), args.n, args.seed, args.recon_n,
+    model = molvae.load(args.model, device=device)
+    for key, value in (("temperature", args.temperature), ("grammar", args.grammar_mask)):
+        if value is not None:
+            model.sampling = {**model.sampling, key: value}
+    result = measure(model, args.n, args.seed, args.recon_n,
                      args.au_n, device, picture=Path(args.out + "_properties.png"),
                      kinds=tuple(args.kinds))
     result["wall_s"]["total"] = time.perf_counter() - t

@@ -234,7 +234,7 @@ def _lineage(cfg: dict, step: int) -> tuple[str, str]:
 def _kept_section(title: str) -> str:
     """A section of the current card that another script measured (kept verbatim, since this
     script measures nothing about it), or nothing: "Domain" (scripts/fit_domain.py), "Recipe
-    choices" (scripts/compare_recipes.py)."""
+    choices" (scripts/compare_recipes.py), "Sampling settings" (scripts/benchmark_grammar.py)."""
     path = OUT / "MODEL_CARD.md"
     text = path.read_text() if path.exists() else ""
     head = f"\n## {title}\n"
@@ -347,7 +347,7 @@ above 0.01 over 5,000 test molecules): {report.get('active_units', '?')} of {mc[
 |---|---|
 {moses}
 
-## The MOSES table, raw and grammar-consistent samples
+{_kept_section('Sampling settings')}## The MOSES table, raw and grammar-consistent samples
 `scripts/benchmark_moses.py`'s tables of the saved model (`molvae.sample` returns the
 grammar-consistent samples by default; the raw ones are every draw):
 

@@ -393,3 +393,13 @@ def test_latent_map_cli_bad_input(capsys, tmp_path, run_dir):
     code, _, err = _run(capsys, "latent-map", mols, "--model", run_dir, "-n", 2)
     assert code == 2
     assert "at least 3 molecules" in _error_line(err, "latent-map")
+
+
+@pytest.mark.parametrize("flag, grammar", [("--grammar-mask", True), ("--no-grammar-mask", False)])
+def test_sample_grammar_mask_flag(capsys, flag, grammar):
+    """--grammar-mask / --no-grammar-mask override the model's sampling setting."""
+    code, out, err = _run(capsys, "-q", "sample", "-n", 4, "--seed", 2, "--temperature", 1.0,
+                          flag)
+    assert code == 0, err
+    lib = molvae.sample(molvae.load(), 4, seed=2, temperature=1.0, grammar=grammar)
+    assert [r["smiles"] for r in _csv_rows(out)] == lib

@@ -234,7 +234,10 @@ def test_cli_sample_logs_the_acceptance_rate(capsys, bundled):
     _, stats = molvae.sample(bundled, 5, seed=0, return_stats=True)
     assert [r.split(",")[0] for r in rows] == molvae.sample(bundled, 5, seed=0)
     line = next(ln for ln in err.splitlines() if "consistent of" in ln)
-    assert f"5 consistent of {stats.drawn} drawn (acceptance {stats.acceptance:.2f})" in line
+    assert f"5 consistent of {stats.drawn} drawn (acceptance {stats.acceptance:.2f};" in line
+    temperature = bundled.sampling.get("temperature", 1.0)
+    assert f"temperature {temperature:g}" in line
+    assert ("grammar mask" in line) is bool(bundled.sampling.get("grammar"))
 
 
 def test_cli_sample_raw(capsys):

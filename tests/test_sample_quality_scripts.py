@@ -125,3 +125,34 @@ def test_prepare_benchmark_compares_like_with_like():
     md = bench.table({"jobs": 2, "sizes": [r, {**r, "molecules": 5000, "pooled": True}]})
     assert "| 4 |" in md and "(below the threshold: in process)" in md
     assert md.splitlines()[-1].startswith("| 5,000 |") and "threshold" not in md.splitlines()[-1]
+
+
+def test_benchmark_grammar_decodes_the_same_draws_both_ways(monkeypatch, tmp_path):
+    """scripts/benchmark_grammar.py: plain and masked decodes of the same draws; the mask's
+    rows keep only consistent, unforced decodes; the card section is replaced in place."""
+    bench = _load("benchmark_grammar")
+    model = molvae.load()
+    dec = bench.decode_both(model, 130, 1.0, seed=0, chunk=64)
+    assert len(dec["plain"][0]) == len(dec["mask"][0]) == len(dec["kept"]) == 130
+    # same latent points and noise: a plain decode that is consistent took only tokens the
+    # mask allows, so the masked decode takes the same ones
+    same = [i for i, ok in enumerate(dec["plain"][1]) if ok]
+    assert same and all(dec["plain"][0][i] == dec["mask"][0][i] for i in same)
+    assert sum(dec["mask"][1]) > len(same)  # and the mask turns some others consistent
+    monkeypatch.setattr(molvae, "evaluate", lambda smiles, ks=(): {
+        "FCD/Test": 1.0, "Filters": 0.9, "Novelty": len(set(smiles)) / len(smiles)})
+    import numpy as np
+    ok = np.array(dec["mask"][1])
+    strict = bench.judge(dec["mask"][0], ok & (np.array(dec["kept"]) >= 0.5), 10)
+    loose = bench.judge(dec["mask"][0], ok, 10)
+    assert strict["kept"] == loose["kept"] == 10 and strict["drawn"] >= loose["drawn"]
+    res = {"seed": 0, "n": 10, "rows": [{"temperature": 1.0, "decoding": "mask", **loose}]}
+    card = tmp_path / "CARD.md"
+    card.write_text("# card\n\n## Model\nx\n\n## The MOSES table\nt\n")
+    for _ in range(2):  # inserted once, then replaced
+        bench.put_card_section(card, bench.card_section(res, {"grammar": True,
+                                                              "temperature": 0.8}))
+    text = card.read_text()
+    assert text.count("## Sampling settings") == 1 and "temperature 0.8" in text
+    assert text.index("## Sampling settings") < text.index("## The MOSES table")
+    assert "## Model\nx" in text
