@@ -27,29 +27,30 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from selfies.constants import INDEX_ALPHABET
+from selfies.grammar_rules import (
+    process_atom_symbol,
+    process_branch_symbol,
+    process_ring_symbol,
+)
 
+from . import chem
 from .vocab import BOS, EOS, PAD, SPECIALS, Vocab
 
 __all__ = ["Grammar"]
 
-# the symbols SELFIES reads as the digits of a branch length or ring distance, digit value =
-# position (selfies.constants.INDEX_ALPHABET in selfies 2.x; other symbols read as 0)
-INDEX_ALPHABET = ("[C]", "[Ring1]", "[Ring2]", "[Branch1]", "[=Branch1]", "[#Branch1]",
-                  "[Branch2]", "[=Branch2]", "[#Branch2]", "[O]", "[N]", "[=N]", "[=C]",
-                  "[#C]", "[S]", "[P]")
-_BASE = len(INDEX_ALPHABET)
+_BASE = len(INDEX_ALPHABET)  # the symbols SELFIES reads as index digits, value = position
 # a decode is *forced* where at some step the allowed tokens held less than this share of the
 # decoder's probability; see Grammar.forced and the README's measurement
 MIN_MASS = 0.05
-_BONDS = {"": 1, "=": 2, "#": 3}
-_ATOM, _BRANCH, _RING, _OTHER = range(4)
+_ATOM, _BRANCH, _RING = range(3)
 
 
 @dataclass(frozen=True)
 class _Symbols:
     """Per-token facts of a vocabulary, as arrays indexed by token id."""
 
-    kind: np.ndarray    # _ATOM, _BRANCH, _RING or _OTHER
+    kind: np.ndarray    # _ATOM, _BRANCH or _RING (-1 for the special tokens)
     order: np.ndarray   # bond order the symbol asks for (atoms, branches, rings)
     cap: np.ndarray     # an atom's bonding capacity
     digits: np.ndarray  # index digits a branch or ring reads
@@ -57,24 +58,31 @@ class _Symbols:
 
     @classmethod
     def of(cls, vocab: Vocab) -> _Symbols:
+        """Read every symbol as the SELFIES decoder does (its own symbol parsers, under the
+        vocabulary's semantic constraints); a symbol it does not read as an atom, branch or
+        ring closure is a ValueError: the mask would not know what it does."""
         v = len(vocab)
-        kind = np.full(v, _OTHER)
+        kind = np.full(v, -1)
         order, cap, digits = np.zeros(v, int), np.zeros(v, int), np.zeros(v, int)
         digit = np.full(v, -1)
-        for i, sym in enumerate(vocab.tokens):
-            if i < len(SPECIALS):
-                continue
-            body = sym[1:-1]
-            bond = body[0] if body[:1] in ("=", "#") else ""
-            name = body[len(bond):]
-            order[i] = _BONDS[bond]
-            if name.startswith("Branch") or name.startswith("Ring"):
-                kind[i] = _BRANCH if name.startswith("Branch") else _RING
-                digits[i] = int(name[-1])
-            elif name in vocab.constraints:
-                kind[i], cap[i] = _ATOM, vocab.constraints[name]
-            if sym in INDEX_ALPHABET:
-                digit[i] = INDEX_ALPHABET.index(sym)
+        unknown = []
+        with chem.constraints(vocab.constraints):
+            for i, sym in enumerate(vocab.tokens[len(SPECIALS):], len(SPECIALS)):
+                branch, ring = process_branch_symbol(sym), process_ring_symbol(sym)
+                atom = None if branch or ring else process_atom_symbol(sym)
+                if branch:
+                    kind[i], (order[i], digits[i]) = _BRANCH, branch
+                elif ring:
+                    kind[i], order[i], digits[i] = _RING, ring[0], ring[1]
+                elif atom:
+                    (bond, _), node = atom
+                    kind[i], order[i], cap[i] = _ATOM, bond, node.bonding_capacity
+                else:
+                    unknown.append(sym)
+                digit[i] = INDEX_ALPHABET.index(sym) if sym in INDEX_ALPHABET else -1
+        if unknown:
+            raise ValueError("the grammar mask cannot read these vocabulary symbols: "
+                             + " ".join(unknown) + "; sample without it (grammar=False)")
         return cls(kind, order, cap, digits, digit)
 
 

@@ -114,11 +114,13 @@ def card_section(res: dict, sampling: dict) -> str:
     """The model card's section: the saved sampling settings and this benchmark's table."""
     mask = "on" if sampling.get("grammar") else "off"
     temperature = sampling.get("temperature", 1.0)
+    hw = res.get("hardware", {})
     return (f"## {CARD_SECTION}\n"
             f"`molvae.sample` decodes this model at temperature {temperature:g} "
             f"with the SELFIES grammar mask {mask} (`Model.sampling`; arguments override it). "
             f"`scripts/benchmark_grammar.py` (seed {res['seed']}, {res['n']:,} kept molecules per "
-            "row, FCD against the full MOSES test set; record `grammar_benchmark.json`):\n\n"
+            "row, FCD against the full MOSES test set; record `grammar_benchmark.json`; "
+            f"{hw.get('cpu', '?')}, {hw.get('cores', '?')} cores):\n\n"
             + table(res) + "\n\n")
 
 

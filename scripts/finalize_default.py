@@ -391,6 +391,9 @@ def main() -> None:
     if args.card_only:
         report = json.loads((OUT / "moses_default.json").read_text())
         report["note"] = args.note
+        bench = OUT / "moses_benchmark.md"  # the latest benchmark_moses.py tables of the model
+        if bench.exists():
+            report["moses_table"] = bench.read_text()
         (OUT / "MODEL_CARD.md").write_text(model_card(report, run_dir))
         return
     t_start = time.time()

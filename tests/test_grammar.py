@@ -23,14 +23,14 @@ def model() -> molvae.Model:
     return molvae.load()
 
 
-def _allowed_walk(model: molvae.Model, rows: list[list[int]], steps: int) -> np.ndarray:
+def _allowed_walk(vocab, rows: list[list[int]], steps: int) -> np.ndarray:
     """Feed token rows (then [eos], then PAD) through a Grammar; (B,) whether every token was
     allowed when it came."""
     ids = np.full((len(rows), steps), PAD)
     for i, row in enumerate(rows):
         ids[i, :len(row)] = row
         ids[i, len(row)] = EOS
-    g = Grammar(model.vocab, len(rows), steps)
+    g = Grammar(vocab, len(rows), steps)
     ok = np.ones(len(rows), bool)
     for t in range(steps):
         mask = g.allowed().numpy()
@@ -46,7 +46,7 @@ def test_every_token_of_canonical_strings_is_allowed(model):
     smiles = read_moses(600)[::2] + [line.split()[0] for line in drugs if line.strip()]
     rows = [r for r in prepare_inputs(model, smiles).ids if r is not None]
     assert len(rows) > 300
-    assert _allowed_walk(model, rows, model.config.max_len + 1).all()
+    assert _allowed_walk(model.vocab, rows, model.config.max_len + 1).all()
 
 
 def _ids(model: molvae.Model, selfies: str) -> list[int]:
@@ -202,3 +202,21 @@ def test_set_sampling_in_place(model, tmp_path):
                                                  model.net.state_dict().values()))
     set_sampling(path, None)
     assert molvae.load(path).sampling == {}
+
+
+def test_charges_stereo_and_hydrogens_are_read_as_selfies_reads_them():
+    """A vocabulary with charged, stereo and explicit-hydrogen atoms: every token of the
+    canonical strings is allowed, and a symbol the mask cannot read is a clear error."""
+    import selfies as sf
+
+    from molvae.vocab import Vocab
+    smiles = ["C[N+](C)(C)CC(=O)[O-]", "F/C=C/F", "N[C@@H](C)C(=O)O", "C[C@H]1CC[C@@H](O)CC1",
+              "O=[N+]([O-])c1ccccc1", "C#CC[S@@](=O)C"]
+    vocab = Vocab.build([])
+    with chem.constraints(vocab.constraints):
+        strings = [sf.encoder(chem.prepare(s).smiles) for s in smiles]
+    vocab = Vocab.build(strings)
+    assert any("+" in t or "@" in t or "/" in t for t in vocab.symbols)
+    assert _allowed_walk(vocab, [vocab.encode(s) for s in strings], 60).all()
+    with pytest.raises(ValueError, match=r"cannot read.*\[nop\]"):
+        Grammar(Vocab(("[C]", "[nop]")), 1, 10)

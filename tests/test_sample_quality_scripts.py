@@ -50,7 +50,7 @@ def test_candidates_and_judge_on_the_bundled_model(bench_prior, monkeypatch):
         "valid": sum(s is not None for s in smiles) / len(smiles), "FCD/Test": 1.0,
         "Filters": 0.9, "Novelty": 1.0})
     r = bench_prior.judge(cands["gmm3"][0], 20, 0, z[:50])
-    _, stats = molvae.sample(cands["gmm3"][0], 20, seed=0, return_stats=True)
+    _, stats = molvae.sample(cands["gmm3"][0], 20, 1.0, seed=0, return_stats=True)
     assert r["acceptance"] == stats.acceptance and r["drawn"] == stats.drawn
     assert r["consistent"]["valid"] == 1.0 and math.isfinite(r["held_out_nll"])
     with pytest.raises(SystemExit, match="unknown density"):
