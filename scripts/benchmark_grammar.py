@@ -187,8 +187,9 @@ def main() -> None:
             rows.append({"temperature": temperature, "decoding": name, "min_mass": m,
                          **judge(smiles, np.array(ok) & (kept >= m), args.n)})
         print(f"temperature {temperature}: {time.perf_counter() - t:.0f} s", flush=True)
-    res = {"model": model.path, "n": args.n, "draws_per_temperature": draws,
-           "seed": args.seed, "hardware": hardware("cpu"), "rows": rows}
+    res = {"model": Path(model.path).name if model.path else None, "n": args.n,
+           "draws_per_temperature": draws, "seed": args.seed, "hardware": hardware("cpu"),
+           "rows": rows}
     if args.speed_n:
         res["speed"] = speed(model, args.speed_n, args.seed, args.temperatures[0])
     print(json.dumps(res, indent=2))
