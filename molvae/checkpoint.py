@@ -46,8 +46,9 @@ class Model:
     N(0, I); other kinds carry their parameters as tensors in ``prior_tensors``. ``domain`` is
     the record of what the model was trained and tested on (:mod:`molvae.domain`); None for a
     checkpoint without one. ``sampling`` holds the decoding settings sampling uses unless told
-    otherwise: ``{"grammar": True}`` samples under the SELFIES grammar mask
-    (:mod:`molvae.grammar`); empty (a checkpoint from before it existed) means plain decoding.
+    otherwise: ``{"temperature": 0.8, "grammar": True}`` samples at decoder temperature 0.8
+    under the SELFIES grammar mask (:mod:`molvae.grammar`); empty (a checkpoint from before
+    it existed) means plain decoding at temperature 1.0.
     """
 
     net: MolVAE

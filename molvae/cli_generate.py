@@ -90,12 +90,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.raw:
         log.info("%d of %d samples valid", n_valid, args.n)
     else:
-        from .sampling import sampling_settings
         st = parts.stats
-        temperature, grammar = sampling_settings(
-            model, 0.0 if args.greedy else args.temperature, args.grammar_mask)
         log.info("%d consistent of %d drawn (acceptance %.2f; temperature %g%s)", st.accepted,
-                 st.drawn, st.acceptance, temperature, ", grammar mask" if grammar else "")
+                 st.drawn, st.acceptance, st.temperature, ", grammar mask" if st.grammar else "")
     if args.image:
         from .draw import molecule_grid
         cols, _ = property_columns(args, [])

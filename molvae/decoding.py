@@ -22,7 +22,7 @@ import torch
 
 from . import chem, density
 from .checkpoint import Model
-from .grammar import Grammar
+from .grammar import Grammar, forced
 from .parallel import pool_context
 from .vocab import EOS, Vocab
 
@@ -213,18 +213,18 @@ def _stream(model: Model, total: int, z: torch.Tensor | None, temperature: float
             drawn, noise = _randoms(model, base_seed, offset + start, size, z is None,
                                     temperature)
             points = drawn if z is None else z[start: start + size]
-            ids, forced = _decode_ids(model, points, temperature, noise, grammar)
+            ids, kept = _decode_ids(model, points, temperature, noise, grammar)
         # straight to the worker processes; in-process post-processing stays in the calling
         # thread (it switches selfies' global constraints, which threads must not share)
         return (post.submit(ids) if post is not None and post.pool is not None else ids,
-                forced)
+                kept)
 
     def finish(done: tuple[Any, np.ndarray | None]) -> Any:
-        item, forced = done
+        item, kept = done
         if post is None:
             return item
         out = post.result(item if isinstance(item, Future) else post.submit(item))
-        return out if settings is None else (out[0], _unforced(out[1], forced))
+        return out if settings is None else (out[0], _unforced(out[1], kept))
 
     pending: deque[Future] = deque()
     window = streams + 3  # chunks in flight: bounds memory while keeping everyone busy
@@ -254,30 +254,33 @@ def _decode_ids(model: Model, z: torch.Tensor, temperature: float,
                 noise: torch.Tensor | None, grammar: bool = False
                 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Latent points z (N, Z) -> token ids (N, <= max_len + 1); ``noise`` from _randoms.
-    With ``grammar``, decoded under the SELFIES grammar mask, and also which rows it forced
-    (:meth:`molvae.grammar.Grammar.forced`; None without the mask)."""
+    With ``grammar``, decoded under the SELFIES grammar mask, and also each row's least
+    probability mass the mask kept (``Grammar.kept``, (N,); None without the mask)."""
     steps = model.config.max_len + 1
     mask = Grammar(model.vocab, len(z), steps, temperature) if grammar else None
     ids = model.net.decoder.generate(z.to(model.device).float(), steps,
                                      temperature=temperature, noise=noise, grammar=mask)
-    return ids.cpu().numpy(), None if mask is None else mask.forced()
+    return ids.cpu().numpy(), None if mask is None else mask.kept.numpy()
 
 
-def _unforced(flags: list[bool], forced: np.ndarray | None) -> list[bool]:
-    """Consistency flags of decodes under the grammar mask: a forced decode (the mask, not
-    the model, chose its string) does not count as consistent."""
-    return flags if forced is None else [f and not x for f, x in zip(flags, forced.tolist())]
+def _unforced(flags: list[bool], kept: np.ndarray | None) -> list[bool]:
+    """Consistency flags of decodes under the grammar mask: a forced decode (the allowed
+    tokens held less than ``molvae.grammar.MIN_MASS`` of the probability at some step: the
+    mask, not the model, chose its string) does not count as consistent."""
+    if kept is None:
+        return flags
+    return [f and not x for f, x in zip(flags, forced(kept).tolist())]
 
 
-def decode_strings(model: Model, z: torch.Tensor, temperature: float, seed: int | None,
-                   grammar: bool = False) -> tuple[list[str | None], list[str | None]]:
+def decode_strings(model: Model, z: torch.Tensor, temperature: float, seed: int | None
+                   ) -> tuple[list[str | None], list[str | None]]:
     """The SELFIES strings and SMILES that ``decode(model, z, temperature, seed)`` decodes, as
     plain synchronous code (sized for an optimizer's batches), so that a caller can check the
     consistency of only the rows it needs (:func:`consistency`)."""
     model.net.eval()
     with torch.no_grad():
         _, noise = _randoms(model, _base_seed(seed), 0, len(z), False, temperature)
-        ids, _ = _decode_ids(model, z, temperature, noise, grammar)  # (N, <= max_len + 1)
+        ids, _ = _decode_ids(model, z, temperature, noise)  # (N, <= max_len + 1)
     return _strings(model.vocab, ids)
 
 
@@ -297,6 +300,6 @@ def _decode_one_chunk(model: Model, z: torch.Tensor, temperature: float,
     model.net.eval()
     with torch.no_grad():
         _, noise = _randoms(model, _base_seed(seed), 0, len(z), False, temperature)
-        ids, forced = _decode_ids(model, z, temperature, noise, grammar)  # (N, <= L + 1)
+        ids, kept = _decode_ids(model, z, temperature, noise, grammar)  # (N, <= L + 1)
     smiles, flags = _decoded(model.vocab, ids, settings)
-    return smiles, None if flags is None else _unforced(flags, forced)
+    return smiles, None if flags is None else _unforced(flags, kept)

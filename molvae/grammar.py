@@ -23,6 +23,7 @@ closures.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,14 +35,13 @@ from selfies.grammar_rules import (
     process_ring_symbol,
 )
 
-from . import chem
 from .vocab import BOS, EOS, PAD, SPECIALS, Vocab
 
-__all__ = ["Grammar"]
+__all__ = ["Grammar", "MIN_MASS", "forced"]
 
 _BASE = len(INDEX_ALPHABET)  # the symbols SELFIES reads as index digits, value = position
 # a decode is *forced* where at some step the allowed tokens held less than this share of the
-# decoder's probability; see Grammar.forced and the README's measurement
+# decoder's probability; see forced() and the README's measurement
 MIN_MASS = 0.05
 _ATOM, _BRANCH, _RING = range(3)
 
@@ -58,38 +58,52 @@ class _Symbols:
 
     @classmethod
     def of(cls, vocab: Vocab) -> _Symbols:
-        """Read every symbol as the SELFIES decoder does (its own symbol parsers, under the
-        vocabulary's semantic constraints); a symbol it does not read as an atom, branch or
-        ring closure is a ValueError: the mask would not know what it does."""
-        v = len(vocab)
-        kind = np.full(v, -1)
-        order, cap, digits = np.zeros(v, int), np.zeros(v, int), np.zeros(v, int)
-        digit = np.full(v, -1)
-        unknown = []
-        with chem.constraints(vocab.constraints):
-            for i, sym in enumerate(vocab.tokens[len(SPECIALS):], len(SPECIALS)):
-                branch, ring = process_branch_symbol(sym), process_ring_symbol(sym)
-                atom = None if branch or ring else process_atom_symbol(sym)
-                if branch:
-                    kind[i], (order[i], digits[i]) = _BRANCH, branch
-                elif ring:
-                    kind[i], order[i], digits[i] = _RING, ring[0], ring[1]
-                elif atom:
-                    (bond, _), node = atom
-                    kind[i], order[i], cap[i] = _ATOM, bond, node.bonding_capacity
-                else:
-                    unknown.append(sym)
-                digit[i] = INDEX_ALPHABET.index(sym) if sym in INDEX_ALPHABET else -1
-        if unknown:
-            raise ValueError("the grammar mask cannot read these vocabulary symbols: "
-                             + " ".join(unknown) + "; sample without it (grammar=False)")
-        return cls(kind, order, cap, digits, digit)
+        """The vocabulary's table (built once per vocabulary: every decoded chunk asks)."""
+        return _symbols_of(vocab.symbols, tuple(sorted(vocab.constraints.items())))
+
+
+@functools.lru_cache(maxsize=16)
+def _symbols_of(symbols: tuple[str, ...], constraints: tuple[tuple[str, int], ...]
+                ) -> _Symbols:
+    """Read every symbol as the SELFIES decoder does (its own symbol parsers; an atom's
+    bonding capacity from the vocabulary's semantic constraints, looked up as selfies does but
+    without switching its global constraints, which decoding threads must not touch). A
+    symbol it does not read as an atom, branch or ring closure is a ValueError: the mask would
+    not know what it does."""
+    rules = dict(constraints)
+    v = len(SPECIALS) + len(symbols)
+    kind = np.full(v, -1)
+    order, cap, digits = np.zeros(v, int), np.zeros(v, int), np.zeros(v, int)
+    digit = np.full(v, -1)
+    unknown = []
+    for i, sym in enumerate(symbols, len(SPECIALS)):
+        branch, ring = process_branch_symbol(sym), process_ring_symbol(sym)
+        atom = None if branch or ring else process_atom_symbol(sym)
+        if branch:
+            kind[i], (order[i], digits[i]) = _BRANCH, branch
+        elif ring:
+            kind[i], order[i], digits[i] = _RING, ring[0], ring[1]
+        elif atom:
+            (bond, _), node = atom
+            key = node.element + (f"{node.charge:+d}" if node.charge else "")
+            kind[i], order[i] = _ATOM, bond
+            cap[i] = rules.get(key, rules.get("?", 8)) - (node.h_count or 0)
+        if kind[i] < 0 or cap[i] < 0:
+            unknown.append(sym)
+        digit[i] = INDEX_ALPHABET.index(sym) if sym in INDEX_ALPHABET else -1
+    if unknown:
+        raise ValueError("the grammar mask cannot read these vocabulary symbols: "
+                         + " ".join(unknown) + "; sample without it (grammar=False)")
+    for table in (kind, order, cap, digits, digit):
+        table.flags.writeable = False  # shared by every Grammar of this vocabulary
+    return _Symbols(kind, order, cap, digits, digit)
 
 
 class Grammar:
     """Masks for a batch of ``b`` strings decoded with ``vocab`` in at most ``steps`` steps
-    (the last one reserved for [eos]). Call :meth:`allowed` before each step and
-    :meth:`advance` with the tokens taken. All rows move at once (numpy over the batch).
+    (the last one reserved for [eos]). Before each step :meth:`restrict` masks the logits
+    (:meth:`allowed` is the mask alone); after it :meth:`advance` is told the tokens taken.
+    All rows move at once (numpy over the batch).
 
     Per row: a stack of scopes (level 0 the main chain, above it the open branches), each with
     its derivation state (valence left after its last atom), that atom, and for a branch the
@@ -136,6 +150,13 @@ class Grammar:
         return (self.state[r, top], self.atom[r, top], self.left[r, top], self.first[r, top],
                 self.closed[r, top], top > 0)
 
+    def _scope_left(self, left: np.ndarray, branch: np.ndarray) -> np.ndarray:
+        """Symbols the top scope may still take, this step's included: what a branch has
+        left (within the steps left), and for the main chain the steps left but one, kept
+        for [eos]."""
+        room = self.steps - self.t
+        return np.where(branch, np.minimum(left, room), room - 1)
+
     def _free_at(self, r: np.ndarray, atoms: np.ndarray) -> np.ndarray:
         """Valence left at atoms (R, K) of rows r, less one for every open scope waiting to
         go on from that atom after its branch closes (it needs a bond at least)."""
@@ -180,20 +201,11 @@ class Grammar:
         self.kept = torch.where(live, torch.minimum(self.kept, mass), self.kept)
         return logits.masked_fill(~ok, float("-inf"))
 
-    def forced(self, min_mass: float = MIN_MASS) -> np.ndarray:
-        """(B,) bool: rows where at some step the allowed tokens held less than
-        ``min_mass`` of the decoder's probability: strings the mask made rather than the
-        model."""
-        return (self.kept < min_mass).numpy()
-
     def _symbol_mask(self, r: np.ndarray) -> np.ndarray:
         """(R, V): the tokens rows r (not reading index digits) may take next."""
         sym = self.sym
         state, atom, left, first, closed, branch = self._top(r)
-        room = self.steps - self.t  # steps left, this one included
-        # symbols the scope may still take, this one included (the main chain keeps a step
-        # for [eos])
-        left = np.where(branch, np.minimum(left, room), room - 1)[:, None]
+        left = self._scope_left(left, branch)[:, None]
         valence = np.minimum(state, np.where(atom >= 0, self._free_at(r, atom[:, None])[:, 0],
                                              0))[:, None]
         first, branch, state = first[:, None], branch[:, None], state[:, None]
@@ -310,7 +322,7 @@ class Grammar:
         self.n_atoms = new + atoms
         self.done |= atoms & (top == 0) & (cap == bond)  # the main chain ends
         opens = rows & ((kind == _BRANCH) | (kind == _RING))
-        room = np.where(branch, np.minimum(left, self.steps - self.t), self.steps - self.t - 1)
+        room = self._scope_left(left, branch)
         n = sym.digits[tok]
         self.reading |= opens
         self.ring = np.where(opens, kind == _RING, self.ring)
@@ -319,6 +331,13 @@ class Grammar:
         self.idx_limit = np.where(opens, room - n - 3, self.idx_limit)
         self.idx_order = np.where(opens, order, self.idx_order)
         self._count(rows)
+
+
+def forced(kept: np.ndarray | torch.Tensor, min_mass: float = MIN_MASS) -> np.ndarray:
+    """(B,) bool from ``Grammar.kept``: rows where at some step the allowed tokens held less
+    than ``min_mass`` of the decoder's probability, strings the mask made rather than the
+    model."""
+    return np.asarray(kept) < min_mass
 
 
 def _min_q(digits: np.ndarray) -> np.ndarray:

@@ -153,7 +153,7 @@ class Decoder(nn.Module):
     @torch.no_grad()
     def generate(self, z: torch.Tensor, max_steps: int, temperature: float = 1.0,
                  generator: torch.Generator | None = None,
-                 noise: torch.Tensor | None = None, grammar=None) -> torch.Tensor:  # noqa: ANN001
+                 noise: torch.Tensor | None = None, grammar=None) -> torch.Tensor:
         """Sample (temperature > 0) or greedy (temperature == 0) ids (B, <=max_steps).
 
         Sampling is Gumbel-max: step t takes argmax(logits / temperature + g) with Gumbel noise

@@ -16,7 +16,7 @@ from .checkpoint import Model
 from .decoding import BLOCK, _base_seed, _check_seed, _check_settings, _stream
 
 __all__ = ["LowAcceptanceError", "SampleStats", "SampleIterator", "sample", "iter_sample",
-           "iter_sample_ids", "DRAWS_PER_MOLECULE", "DRAWS_SLACK"]
+           "iter_sample_ids", "sampling_settings", "DRAWS_PER_MOLECULE", "DRAWS_SLACK"]
 
 
 # ---------------------------------------------------------------------------------- sampling
@@ -66,6 +66,8 @@ class SampleStats:
     consistent: bool
     drawn: int = 0
     accepted: int = 0
+    temperature: float | None = None  # the decoder temperature used (set when sampling starts)
+    grammar: bool | None = None  # whether under the grammar mask (set when sampling starts)
 
     @property
     def acceptance(self) -> float:
@@ -117,9 +119,9 @@ def iter_sample(model: Model, n: int, *, temperature: float | None = None,
     (the default) the model's own setting is used (``Model.sampling``; a model that does not
     say samples plainly at temperature 1.0).
 
-    Raw molecule i depends only on (``seed``, i, ``temperature``, the model): the first k
-    molecules are the same for every n >= k, and do not depend on ``batch_size``, the number
-    of threads or decoding streams, or ``workers``. (Each block of 64 molecules draws its
+    Raw molecule i depends only on (``seed``, i, ``temperature``, ``grammar``, the model):
+    the first k molecules are the same for every n >= k, and do not depend on ``batch_size``,
+    the number of threads or decoding streams, or ``workers``. (Each block of 64 molecules draws its
     latent points and token noise from its own generator, derived from the seed and the
     block's index. Decoding batches of a different size can round a logit differently by
     ~1e-5, so a sampled token could in principle flip where two candidates tie that closely;
@@ -160,6 +162,7 @@ def _sample_stream(model: Model, n: int, temperature: float | None, seed: int | 
     seed = _check_seed(seed)
     temperature, grammar = sampling_settings(model, temperature, grammar)
     stats = SampleStats(consistent) if stats is None else stats
+    stats.temperature, stats.grammar = temperature, grammar
     if consistent and post_process:
         limit = DRAWS_PER_MOLECULE * n + DRAWS_SLACK if max_draws is None else int(max_draws)
         yield from _consistent_stream(model, n, temperature, seed, batch_size, workers, limit,

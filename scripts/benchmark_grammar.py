@@ -35,7 +35,7 @@ from benchmark_moses import hardware  # scripts/ is on sys.path when run as a sc
 
 import molvae
 from molvae import decoding
-from molvae.grammar import MIN_MASS, Grammar
+from molvae.grammar import MIN_MASS
 
 KEYS = ("FCD/Test", "Filters", "Novelty")
 
@@ -45,21 +45,19 @@ def decode_both(model: molvae.Model, draws: int, temperature: float, seed: int,
     """The same draws decoded plainly and under the mask: SMILES, consistency flags, and
     under the mask each decode's least kept probability mass."""
     settings = decoding._check_settings(model)
-    steps = model.config.max_len + 1
     out: dict = {"plain": ([], []), "mask": ([], []), "kept": []}
     model.net.eval()
     for start in range(0, draws, chunk):
         size = min(chunk, draws - start)
         z, noise = decoding._randoms(model, seed, start, size, True, temperature)
         for name in ("plain", "mask"):
-            g = Grammar(model.vocab, size, steps, temperature) if name == "mask" else None
-            with torch.no_grad():
-                ids = model.net.decoder.generate(z, steps, temperature, noise=noise, grammar=g)
-            smiles, flags = decoding._decoded(model.vocab, ids.numpy(), settings)
+            with torch.no_grad():  # molvae's own decode step, with and without the mask
+                ids, kept = decoding._decode_ids(model, z, temperature, noise, name == "mask")
+            smiles, flags = decoding._decoded(model.vocab, ids, settings)
             out[name][0].extend(smiles)
             out[name][1].extend(flags)
-            if g is not None:
-                out["kept"].extend(g.kept.tolist())
+            if kept is not None:
+                out["kept"].extend(kept.tolist())
     return out
 
 

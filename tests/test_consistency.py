@@ -167,7 +167,8 @@ def test_early_close_restores_threads(bundled):
 def test_raw_mode_is_unchanged():
     out, stats = molvae.sample(molvae.load(V1), 6, seed=0, consistent=False, return_stats=True)
     assert out == RAW_SEED0
-    assert stats == SampleStats(False, 6, 6) and stats.acceptance == 1.0
+    # v1 saves no sampling settings: plain decoding at temperature 1.0
+    assert stats == SampleStats(False, 6, 6, 1.0, False) and stats.acceptance == 1.0
 
 
 def test_raw_and_consistent_share_the_sequence(bundled):

@@ -13,7 +13,7 @@ from conftest import REPO, read_moses
 import molvae
 from molvae import chem
 from molvae.generate import prepare_inputs
-from molvae.grammar import Grammar
+from molvae.grammar import Grammar, forced
 from molvae.model import MolVAE
 from molvae.vocab import EOS, PAD
 
@@ -154,8 +154,8 @@ def test_restrict_records_the_mass_the_mask_kept(model):
     out = g.restrict(logits)
     assert torch.isinf(out[1, eq_c]) and out[0, c] == 20.0
     assert g.kept[0] > 0.99 and g.kept[1] < 1e-6
-    assert g.forced().tolist() == [False, True]
-    assert g.forced(min_mass=0.0).tolist() == [False, False]
+    assert forced(g.kept).tolist() == [False, True]
+    assert forced(g.kept, min_mass=0.0).tolist() == [False, False]
 
 
 def test_sample_under_the_mask(model):
@@ -163,6 +163,7 @@ def test_sample_under_the_mask(model):
     sampling settings are the defaults, and arguments override them."""
     a, stats = molvae.sample(model, 12, 1.0, seed=3, grammar=True, return_stats=True)
     assert len(a) == 12 and all(a) and stats.drawn >= 12
+    assert (stats.temperature, stats.grammar) == (1.0, True)  # what was used, recorded
     assert molvae.sample(model, 12, 1.0, seed=3, grammar=True) == a
     plain = molvae.sample(model, 12, seed=3, grammar=False, temperature=1.0)
     set_model = dataclasses.replace(model, sampling={"grammar": True, "temperature": 1.0})
