@@ -47,8 +47,9 @@ class Model:
     the record of what the model was trained and tested on (:mod:`molvae.domain`); None for a
     checkpoint without one. ``sampling`` holds the decoding settings sampling uses unless told
     otherwise: ``{"temperature": 0.8, "grammar": True}`` samples at decoder temperature 0.8
-    under the SELFIES grammar mask (:mod:`molvae.grammar`); empty (a checkpoint from before
-    it existed) means plain decoding at temperature 1.0.
+    under the SELFIES grammar mask (:mod:`molvae.grammar`), and a ``"top_p"`` below 1 from
+    each step's nucleus; empty (a checkpoint from before it existed) means plain decoding at
+    temperature 1.0 from the whole distribution.
     """
 
     net: MolVAE
@@ -213,8 +214,8 @@ def set_domain(path: str | Path, domain: dict[str, Any] | None) -> None:
 
 def set_sampling(path: str | Path, sampling: dict[str, Any] | None) -> None:
     """Store (or, with None or {}, drop) the sampling settings of a checkpoint file in place
-    (``Model.sampling``: ``"grammar"``, ``"temperature"``), rewriting only its metadata as
-    :func:`set_domain` does."""
+    (``Model.sampling``: ``"grammar"``, ``"temperature"``, ``"top_p"``), rewriting only its
+    metadata as :func:`set_domain` does."""
     _set_meta(path, "sampling", sampling or None)
 
 

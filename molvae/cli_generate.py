@@ -41,6 +41,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .io import TableWriter
     if args.temperature is not None and not args.temperature >= 0:
         raise UsageError(f"--temperature must be a number >= 0, got {args.temperature}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise UsageError(f"--top-p must be a number in (0, 1], got {args.top_p}")
     image_check(args.image)
     output_check(args.output)
     if args.properties:  # validate the names before any work
@@ -61,7 +63,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
                disable=args.quiet or args.output is None)
     parts = iter_sample(model, args.n, temperature=0.0 if args.greedy else args.temperature,
                         seed=seed, batch_size=args.batch_size, consistent=not args.raw,
-                        max_draws=args.max_draws, grammar=args.grammar_mask)
+                        max_draws=args.max_draws, grammar=args.grammar_mask, top_p=args.top_p)
     try:
         for part in parts:
             cols, props = property_columns(args, list(part), model)
@@ -91,8 +93,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         log.info("%d of %d samples valid", n_valid, args.n)
     else:
         st = parts.stats
-        log.info("%d consistent of %d drawn (acceptance %.2f; temperature %g%s)", st.accepted,
-                 st.drawn, st.acceptance, st.temperature, ", grammar mask" if st.grammar else "")
+        nucleus = f", top-p {st.top_p:g}" if st.top_p < 1 else ""
+        log.info("%d consistent of %d drawn (acceptance %.2f; temperature %g%s%s)", st.accepted,
+                 st.drawn, st.acceptance, st.temperature, nucleus,
+                 ", grammar mask" if st.grammar else "")
     if args.image:
         from .draw import molecule_grid
         cols, _ = property_columns(args, [])
@@ -206,6 +210,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="decoder temperature (default: the model's setting, 1.0 unless it "
                    "saves one)")
     s.add_argument("--greedy", action="store_true", help="argmax decoding (temperature 0)")
+    s.add_argument("--top-p", type=float, default=None, metavar="P",
+                   help="nucleus sampling: each step samples from the fewest most likely "
+                   "tokens holding P of the probability (default: the model's setting, 1 = "
+                   "all unless it saves one)")
     s.add_argument("--prior-scale", type=float, default=None, metavar="S",
                    help="shrink (< 1) or widen (> 1) the latent density's draws by S (default: "
                    "the scale saved in the checkpoint, 1 unless fit-prior --scale set one)")

@@ -185,7 +185,7 @@ def _decode_streams(model: Model) -> int:
 def _stream(model: Model, total: int, z: torch.Tensor | None, temperature: float,
             seed: int | None, batch_size: int, workers: int | None,
             post_process: bool = True, settings: dict[str, Any] | None = None,
-            offset: int = 0, grammar: bool = False) -> Iterator[Any]:
+            offset: int = 0, grammar: bool = False, top_p: float = 1.0) -> Iterator[Any]:
     """Decode ``total`` latent points in chunks of ``batch_size`` and yield each chunk's result
     in order: SMILES lists, (SMILES, consistency flags) pairs with ``settings``
     (:func:`_check_settings`), or the raw id arrays with ``post_process=False``.
@@ -193,7 +193,8 @@ def _stream(model: Model, total: int, z: torch.Tensor | None, temperature: float
     The points are ``z`` (total, Z), or drawn from the sampling density when ``z`` is None;
     they are molecules ``offset`` .. ``offset + total - 1`` of the seed's sequence (their
     randoms are those of these indices). With ``grammar`` the decoder samples under the
-    SELFIES grammar mask (:mod:`molvae.grammar`).
+    SELFIES grammar mask (:mod:`molvae.grammar`), and with ``top_p`` < 1 from the nucleus of
+    each step's distribution (:func:`molvae.model.nucleus`).
     Chunks are decoded in parallel threads, each drawing its molecules' randoms from their
     blocks' generators (:func:`_randoms`), and handed to the post-processing workers as soon as
     they are done; a bounded number of chunks is in flight.
@@ -213,7 +214,7 @@ def _stream(model: Model, total: int, z: torch.Tensor | None, temperature: float
             drawn, noise = _randoms(model, base_seed, offset + start, size, z is None,
                                     temperature)
             points = drawn if z is None else z[start: start + size]
-            ids, kept = _decode_ids(model, points, temperature, noise, grammar)
+            ids, kept = _decode_ids(model, points, temperature, noise, grammar, top_p)
         # straight to the worker processes; in-process post-processing stays in the calling
         # thread (it switches selfies' global constraints, which threads must not share)
         return (post.submit(ids) if post is not None and post.pool is not None else ids,
@@ -251,15 +252,17 @@ def sample_latent(model: Model, n: int, generator: torch.Generator) -> torch.Ten
 
 
 def _decode_ids(model: Model, z: torch.Tensor, temperature: float,
-                noise: torch.Tensor | None, grammar: bool = False
+                noise: torch.Tensor | None, grammar: bool = False, top_p: float = 1.0
                 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Latent points z (N, Z) -> token ids (N, <= max_len + 1); ``noise`` from _randoms.
     With ``grammar``, decoded under the SELFIES grammar mask, and also each row's least
-    probability mass the mask kept (``Grammar.kept``, (N,); None without the mask)."""
+    probability mass the mask kept (``Grammar.kept``, (N,); None without the mask); ``top_p``
+    < 1 samples from each step's nucleus (:func:`molvae.model.nucleus`)."""
     steps = model.config.max_len + 1
     mask = Grammar(model.vocab, len(z), steps, temperature) if grammar else None
     ids = model.net.decoder.generate(z.to(model.device).float(), steps,
-                                     temperature=temperature, noise=noise, grammar=mask)
+                                     temperature=temperature, noise=noise, grammar=mask,
+                                     top_p=top_p)
     return ids.cpu().numpy(), None if mask is None else mask.kept.numpy()
 
 

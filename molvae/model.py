@@ -12,7 +12,7 @@ from torch import nn
 
 from .config import ModelConfig
 
-__all__ = ["gumbel_softmax", "Encoder", "Decoder", "MolVAE", "vae_loss", "kl_per_dim"]
+__all__ = ["gumbel_softmax", "nucleus", "Encoder", "Decoder", "MolVAE", "vae_loss", "kl_per_dim"]
 
 PAD, BOS, EOS = 0, 1, 2  # mirrors molvae.vocab; model.py imports only torch and config
 
@@ -40,6 +40,20 @@ def gumbel_softmax(logits: torch.Tensor, tau: float, generator: torch.Generator 
     index = y_soft.argmax(dim=-1, keepdim=True)
     y_hard = torch.zeros_like(y_soft).scatter_(-1, index, 1.0)
     return y_hard - y_soft.detach() + y_soft
+
+
+def nucleus(logits: torch.Tensor, top_p: float, temperature: float = 1.0) -> torch.Tensor:
+    """Logits (B, V) with every token outside the nucleus at -inf: per row, the fewest most
+    likely tokens (at ``temperature``) whose probability reaches ``top_p`` are kept, the rest
+    ruled out (Holtzman et al. 2020, nucleus sampling). The most likely token is always kept;
+    ``top_p`` >= 1 keeps all."""
+    if top_p >= 1:
+        return logits
+    probs = torch.softmax(logits.float() / temperature, -1)  # (B, V)
+    sorted_p, order = probs.sort(-1, descending=True)
+    outside = (sorted_p.cumsum(-1) - sorted_p) >= top_p  # mass before it already reaches p
+    drop = torch.zeros_like(outside).scatter(-1, order, outside)  # back to vocabulary order
+    return logits.masked_fill(drop, float("-inf"))
 
 
 class Encoder(nn.Module):
@@ -153,7 +167,8 @@ class Decoder(nn.Module):
     @torch.no_grad()
     def generate(self, z: torch.Tensor, max_steps: int, temperature: float = 1.0,
                  generator: torch.Generator | None = None,
-                 noise: torch.Tensor | None = None, grammar=None) -> torch.Tensor:
+                 noise: torch.Tensor | None = None, grammar=None,
+                 top_p: float = 1.0) -> torch.Tensor:
         """Sample (temperature > 0) or greedy (temperature == 0) ids (B, <=max_steps).
 
         Sampling is Gumbel-max: step t takes argmax(logits / temperature + g) with Gumbel noise
@@ -164,13 +179,16 @@ class Decoder(nn.Module):
 
         ``grammar`` (e.g. :class:`molvae.grammar.Grammar`) restricts the tokens: before each
         step ``restrict(logits)`` returns the (B, V) logits with the tokens it rules out at
-        -inf, after it ``advance(tokens)`` is told the (B,) tokens taken.
+        -inf, after it ``advance(tokens)`` is told the (B,) tokens taken. ``top_p`` < 1 then
+        samples from the nucleus only (:func:`nucleus`; no effect on greedy decoding).
 
         Every row ends with [eos] or reaches max_steps; positions after [eos] are PAD. The loop
         stops as soon as all rows have ended.
         """
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         b = z.shape[0]
         v = self.cfg.vocab_size
         if noise is not None and (noise.ndim != 3 or noise.shape[0] != b
@@ -189,6 +207,7 @@ class Decoder(nn.Module):
             if temperature == 0:
                 tok = lg.argmax(-1)
             else:
+                lg = nucleus(lg, top_p, temperature)
                 u = (noise[:, t].to(lg.device, torch.float32) if noise is not None else
                      torch.rand((b, v), generator=generator, device=lg.device))  # (B, V)
                 gumbel = -torch.log(-torch.log(u.clamp_min(tiny)))

@@ -20,13 +20,14 @@ __all__ = ["LowAcceptanceError", "SampleStats", "SampleIterator", "sample", "ite
 
 
 # ---------------------------------------------------------------------------------- sampling
-def sampling_settings(model: Model, temperature: float | None, grammar: bool | None
-                      ) -> tuple[float, bool]:
-    """The decoder temperature and whether to sample under the grammar mask: as given, or
-    where None the model's own settings (``Model.sampling``: ``"temperature"``, default 1.0,
-    and ``"grammar"``, default off, for a model that does not say)."""
+def sampling_settings(model: Model, temperature: float | None, grammar: bool | None,
+                      top_p: float | None = None) -> tuple[float, bool, float]:
+    """The decoder temperature, whether to sample under the grammar mask, and the nucleus
+    (top-p) share: as given, or where None the model's own settings (``Model.sampling``:
+    ``"temperature"``, default 1.0, ``"grammar"``, default off, ``"top_p"``, default 1.0 (the
+    whole distribution), for a model that does not say)."""
     if temperature is None:
-        temperature = float(model.sampling.get("temperature", 1.0))
+        temperature = model.sampling.get("temperature", 1.0)
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not (
             temperature >= 0):  # also catches NaN
         raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
@@ -34,7 +35,11 @@ def sampling_settings(model: Model, temperature: float | None, grammar: bool | N
         grammar = bool(model.sampling.get("grammar", False))
     if not isinstance(grammar, bool):
         raise ValueError(f"grammar must be True, False or None, got {grammar!r}")
-    return float(temperature), grammar
+    if top_p is None:
+        top_p = model.sampling.get("top_p", 1.0)
+    if isinstance(top_p, bool) or not isinstance(top_p, numbers.Real) or not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be a number in (0, 1], got {top_p!r}")
+    return float(temperature), grammar, float(top_p)
 
 
 DRAWS_PER_MOLECULE, DRAWS_SLACK = 20, 1000  # the default max_draws: 20 * n + 1000
@@ -68,6 +73,7 @@ class SampleStats:
     accepted: int = 0
     temperature: float | None = None  # the decoder temperature used (set when sampling starts)
     grammar: bool | None = None  # whether under the grammar mask (set when sampling starts)
+    top_p: float | None = None  # the nucleus share sampled from (set when sampling starts)
 
     @property
     def acceptance(self) -> float:
@@ -96,7 +102,8 @@ class SampleIterator(Iterator[list]):
 def iter_sample(model: Model, n: int, *, temperature: float | None = None,
                 seed: int | None = None,
                 batch_size: int = 1000, workers: int | None = None, consistent: bool = True,
-                max_draws: int | None = None, grammar: bool | None = None) -> SampleIterator:
+                max_draws: int | None = None, grammar: bool | None = None,
+                top_p: float | None = None) -> SampleIterator:
     """Batches of ``batch_size`` sampled SMILES in order (the last may be shorter), as an
     iterator; memory stays flat. The returned iterator's ``stats`` (:class:`SampleStats`) counts the
     draws and the acceptance rate.
@@ -115,11 +122,14 @@ def iter_sample(model: Model, n: int, *, temperature: float | None = None,
     distribution restricted to tokens the SELFIES decoder reads as written, so nothing is
     repaired); a decode the mask *forced* (at some step the allowed tokens held less than
     ``molvae.grammar.MIN_MASS`` of the decoder's probability) then does not count as
-    consistent. ``temperature`` is the decoder's sampling temperature. Where either is None
-    (the default) the model's own setting is used (``Model.sampling``; a model that does not
-    say samples plainly at temperature 1.0).
+    consistent. ``temperature`` is the decoder's sampling temperature, and ``top_p`` < 1
+    samples each step from its nucleus only: the fewest most likely tokens holding that share
+    of the probability (:func:`molvae.model.nucleus`). Where any is None (the default) the
+    model's own setting is used (``Model.sampling``; a model that does not say samples plainly
+    at temperature 1.0 from the whole distribution).
 
-    Raw molecule i depends only on (``seed``, i, ``temperature``, ``grammar``, the model):
+    Raw molecule i depends only on (``seed``, i, ``temperature``, ``grammar``, ``top_p``, the
+    model):
     the first k molecules are the same for every n >= k, and do not depend on ``batch_size``,
     the number of threads or decoding streams, or ``workers``. (Each block of 64 molecules draws its
     latent points and token noise from its own generator, derived from the seed and the
@@ -133,24 +143,25 @@ def iter_sample(model: Model, n: int, *, temperature: float | None = None,
     """
     stats = SampleStats(consistent)
     return SampleIterator(_sample_stream(model, n, temperature, seed, batch_size, workers, True,
-                                         consistent, max_draws, stats, grammar), stats)
+                                         consistent, max_draws, stats, grammar, top_p), stats)
 
 
 def iter_sample_ids(model: Model, n: int, *, temperature: float | None = None,
                     seed: int | None = None, batch_size: int = 1000,
-                    grammar: bool | None = None) -> Iterator[np.ndarray]:
+                    grammar: bool | None = None, top_p: float | None = None
+                    ) -> Iterator[np.ndarray]:
     """The token ids that raw :func:`iter_sample` (``consistent=False``) would turn into
     SMILES, batch by batch (PAD after [eos]); the pure decoding work, without SELFIES or
     RDKit."""
     yield from _sample_stream(model, n, temperature, seed, batch_size, None, False,
-                              grammar=grammar)
+                              grammar=grammar, top_p=top_p)
 
 
 def _sample_stream(model: Model, n: int, temperature: float | None, seed: int | None,
                    batch_size: int, workers: int | None, post_process: bool,
                    consistent: bool = False, max_draws: int | None = None,
-                   stats: SampleStats | None = None, grammar: bool | None = None
-                   ) -> Iterator[Any]:
+                   stats: SampleStats | None = None, grammar: bool | None = None,
+                   top_p: float | None = None) -> Iterator[Any]:
     """iter_sample and iter_sample_ids: latent points drawn per block, then _stream."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
@@ -160,16 +171,16 @@ def _sample_stream(model: Model, n: int, temperature: float | None, seed: int | 
             max_draws, numbers.Integral) or max_draws < 1):
         raise ValueError(f"max_draws must be an integer >= 1, got {max_draws!r}")
     seed = _check_seed(seed)
-    temperature, grammar = sampling_settings(model, temperature, grammar)
+    temperature, grammar, top_p = sampling_settings(model, temperature, grammar, top_p)
     stats = SampleStats(consistent) if stats is None else stats
-    stats.temperature, stats.grammar = temperature, grammar
+    stats.temperature, stats.grammar, stats.top_p = temperature, grammar, top_p
     if consistent and post_process:
         limit = DRAWS_PER_MOLECULE * n + DRAWS_SLACK if max_draws is None else int(max_draws)
         yield from _consistent_stream(model, n, temperature, seed, batch_size, workers, limit,
-                                      stats, grammar)
+                                      stats, grammar, top_p)
         return
     for part in _stream(model, n, None, temperature, seed, batch_size, workers, post_process,
-                        grammar=grammar):
+                        grammar=grammar, top_p=top_p):
         stats.drawn += len(part)
         stats.accepted += len(part)
         yield part
@@ -177,7 +188,7 @@ def _sample_stream(model: Model, n: int, temperature: float | None, seed: int | 
 
 def _consistent_stream(model: Model, n: int, temperature: float, seed: int | None,
                        batch_size: int, workers: int | None, limit: int, stats: SampleStats,
-                       grammar: bool) -> Iterator[list[str]]:
+                       grammar: bool, top_p: float) -> Iterator[list[str]]:
     """The first n grammar-consistent molecules of the seed's raw sequence, in batches.
 
     The raw sequence is decoded in rounds (one _stream each, over the next indices), and a
@@ -198,7 +209,7 @@ def _consistent_stream(model: Model, n: int, temperature: float, seed: int | Non
         want = math.ceil((n - stats.accepted) / rate * 1.1)
         size = min(limit - stats.drawn, max(BLOCK, -(-want // BLOCK) * BLOCK))
         chunks = _stream(model, size, None, temperature, base, batch_size, workers, True,
-                         settings, offset=stats.drawn, grammar=grammar)
+                         settings, offset=stats.drawn, grammar=grammar, top_p=top_p)
         try:
             for smiles, flags in chunks:
                 for smi, ok in zip(smiles, flags):
@@ -222,7 +233,7 @@ def _consistent_stream(model: Model, n: int, temperature: float, seed: int | Non
 def sample(model: Model, n: int, temperature: float | None = None, seed: int | None = None, *,
            greedy: bool = False, batch_size: int = 1000, workers: int | None = None,
            consistent: bool = True, max_draws: int | None = None, return_stats: bool = False,
-           grammar: bool | None = None
+           grammar: bool | None = None, top_p: float | None = None
            ) -> list[str | None] | tuple[list[str | None], SampleStats]:
     """Sample n molecules; ``greedy=True`` decodes each z by argmax (temperature 0).
 
@@ -230,8 +241,8 @@ def sample(model: Model, n: int, temperature: float | None = None, seed: int | N
     until n are found; ``consistent=False`` gives the raw samples, None for an invalid decode.
     ``max_draws`` bounds the draws (see :func:`iter_sample`); with ``return_stats`` the result
     is ``(molecules, SampleStats)``, whose ``acceptance`` is the consistency rate.
-    ``temperature`` and ``grammar`` (the SELFIES grammar mask): None takes the model's own
-    setting (see :func:`iter_sample`).
+    ``temperature``, ``grammar`` (the SELFIES grammar mask) and ``top_p`` (nucleus sampling):
+    None takes the model's own setting (see :func:`iter_sample`).
 
     Molecule i depends only on (``seed``, i, temperature, the model), so ``sample(model, k,
     seed=s)`` is the first k of ``sample(model, n, seed=s)`` for any n >= k, whatever
@@ -242,7 +253,7 @@ def sample(model: Model, n: int, temperature: float | None = None, seed: int | N
     out: list[str | None] = []
     parts = iter_sample(model, n, temperature=0.0 if greedy else temperature, seed=seed,
                         batch_size=batch_size, workers=workers, consistent=consistent,
-                        max_draws=max_draws, grammar=grammar)
+                        max_draws=max_draws, grammar=grammar, top_p=top_p)
     for part in parts:
         out.extend(part)
     return (out, parts.stats) if return_stats else out

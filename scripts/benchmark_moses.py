@@ -1,7 +1,7 @@
 """The MOSES benchmark of a molvae model, set beside the published MOSES baselines.
 
-30,000 prior samples (at the model's sampling settings: decoder temperature, grammar mask) are
-scored with the full MOSES metric suite
+30,000 prior samples (at the model's sampling settings: decoder temperature, nucleus, grammar
+mask) are scored with the full MOSES metric suite
 (molvae.metrics, the MOSES definitions) against the MOSES test and scaffold-test sets shipped in
 data/moses, twice: raw samples, and the grammar-consistent samples `molvae.sample` returns by
 default (with the acceptance rate, the consistent share of raw draws, beside the baselines'
@@ -134,9 +134,9 @@ def measure(model: molvae.Model, n: int = 30_000, seed: int = 0, recon_n: int = 
     numbers as computing them from data/moses, in seconds instead of an hour); False computes
     them from ``load_moses``."""
     test = load_moses("test")
-    temperature, grammar = sampling_settings(model, None, None)
+    temperature, grammar, top_p = sampling_settings(model, None, None)
     result: dict = {"n_samples": n, "seed": seed, "temperature": temperature,
-                    "grammar_mask": grammar,
+                    "grammar_mask": grammar, "top_p": top_p,
                     "model": {"file": Path(model.path).name if model.path else None,
                               "step": model.meta.get("step"),
                               "prior": model.prior.get("kind"),
@@ -222,6 +222,7 @@ def markdown(result: dict, label: str = "molvae") -> str:
     lines += ["", f"{label}: `{mod['file']}` (training step {mod['step']}, "
               f"{mod['parameters'] / 1e6:.1f}M parameters, latent sampling density {prior}); "
               f"{result['n_samples']:,} samples at temperature {result['temperature']}"
+              + (f", top-p {result['top_p']:g}" if result.get("top_p", 1) < 1 else "")
               + (" under the SELFIES grammar mask (forced decodes count as inconsistent)"
                  if result.get("grammar_mask") else "") + ", seed "
               f"{result['seed']}; {hw['cpu']}, {hw['cores']} cores"
@@ -262,6 +263,8 @@ def main() -> None:
                     help="decoder temperature (default: the model's sampling setting)")
     ap.add_argument("--grammar-mask", action=argparse.BooleanOptionalAction, default=None,
                     help="sample under the grammar mask or not (default: the model's setting)")
+    ap.add_argument("--top-p", type=float, default=None,
+                    help="nucleus share sampled from (default: the model's setting)")
     ap.add_argument("--out", default="moses_benchmark",
                     help="output prefix for .json, .md and _properties.png (default: "
                     "./moses_benchmark; the bundled model's are in molvae/pretrained/)")
@@ -277,7 +280,8 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     t = time.perf_counter()
     model = molvae.load(args.model, device=device)
-    for key, value in (("temperature", args.temperature), ("grammar", args.grammar_mask)):
+    for key, value in (("temperature", args.temperature), ("grammar", args.grammar_mask),
+                       ("top_p", args.top_p)):
         if value is not None:
             model.sampling = {**model.sampling, key: value}
     result = measure(model, args.n, args.seed, args.recon_n,

@@ -403,3 +403,16 @@ def test_sample_grammar_mask_flag(capsys, flag, grammar):
     assert code == 0, err
     lib = molvae.sample(molvae.load(), 4, seed=2, temperature=1.0, grammar=grammar)
     assert [r["smiles"] for r in _csv_rows(out)] == lib
+
+
+def test_sample_top_p_flag(capsys, caplog):
+    """--top-p overrides the model's nucleus setting; the log line names it."""
+    code, out, err = _run(capsys, "sample", "-n", 4, "--seed", 2, "--temperature", 1.0,
+                          "--top-p", 0.6, "--no-grammar-mask")
+    assert code == 0, err
+    lib = molvae.sample(molvae.load(), 4, seed=2, temperature=1.0, grammar=False, top_p=0.6)
+    assert [r["smiles"] for r in _csv_rows(out)] == lib
+    assert "top-p 0.6" in err + caplog.text
+    code, _, err = _run(capsys, "sample", "-n", 4, "--top-p", 0)
+    assert code == 2
+    assert "--top-p must be a number in (0, 1], got 0" in _error_line(err, "sample")

@@ -161,11 +161,12 @@ def test_restrict_records_the_mass_the_mask_kept(model):
 def test_sample_under_the_mask(model):
     """grammar=True: n molecules, all consistent, the same for a seed; the model's own
     sampling settings are the defaults, and arguments override them."""
-    a, stats = molvae.sample(model, 12, 1.0, seed=3, grammar=True, return_stats=True)
+    a, stats = molvae.sample(model, 12, 1.0, seed=3, grammar=True, top_p=1.0,
+                             return_stats=True)
     assert len(a) == 12 and all(a) and stats.drawn >= 12
-    assert (stats.temperature, stats.grammar) == (1.0, True)  # what was used, recorded
-    assert molvae.sample(model, 12, 1.0, seed=3, grammar=True) == a
-    plain = molvae.sample(model, 12, seed=3, grammar=False, temperature=1.0)
+    assert (stats.temperature, stats.grammar, stats.top_p) == (1.0, True, 1.0)  # recorded
+    assert molvae.sample(model, 12, 1.0, seed=3, grammar=True, top_p=1.0) == a
+    plain = molvae.sample(model, 12, seed=3, grammar=False, temperature=1.0, top_p=1.0)
     set_model = dataclasses.replace(model, sampling={"grammar": True, "temperature": 1.0})
     assert molvae.sample(set_model, 12, seed=3) == a
     assert molvae.sample(set_model, 12, seed=3, grammar=False) == plain

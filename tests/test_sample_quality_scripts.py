@@ -139,6 +139,9 @@ def test_benchmark_grammar_decodes_the_same_draws_both_ways(monkeypatch, tmp_pat
     same = [i for i, ok in enumerate(dec["plain"][1]) if ok]
     assert same and all(dec["plain"][0][i] == dec["mask"][0][i] for i in same)
     assert sum(dec["mask"][1]) > len(same)  # and the mask turns some others consistent
+    # a tiny nucleus leaves only the most likely token: the plain decodes are greedy ones
+    tiny = bench.decode_both(model, 64, 1.0, seed=0, top_p=1e-6)["plain"][0]
+    assert tiny == bench.decode_both(model, 64, 0.0, seed=0)["plain"][0]
     monkeypatch.setattr(molvae, "evaluate", lambda smiles, ks=(): {
         "FCD/Test": 1.0, "Filters": 0.9, "Novelty": len(set(smiles)) / len(smiles)})
     import numpy as np
@@ -150,9 +153,11 @@ def test_benchmark_grammar_decodes_the_same_draws_both_ways(monkeypatch, tmp_pat
     card = tmp_path / "CARD.md"
     card.write_text("# card\n\n## Model\nx\n\n## The MOSES table\nt\n")
     for _ in range(2):  # inserted once, then replaced
-        bench.put_card_section(card, bench.card_section(res, {"grammar": True,
-                                                              "temperature": 0.8}))
+        section = bench.card_section([("a.json", res), ("b.json", res)],
+                                     {"grammar": True, "top_p": 0.75, "temperature": 0.8})
+        bench.put_card_section(card, section)
     text = card.read_text()
-    assert text.count("## Sampling settings") == 1 and "temperature 0.8" in text
+    assert text.count("## Sampling settings") == 1 and "temperature 0.8, top-p 0.75," in text
+    assert text.index("record `a.json`") < text.index("record `b.json`")
     assert text.index("## Sampling settings") < text.index("## The MOSES table")
     assert "## Model\nx" in text
